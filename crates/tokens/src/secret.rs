@@ -1,0 +1,108 @@
+//! Shared secrets (HS256 key, CSRF key, refresh-token key, gateway key).
+//!
+//! The seed shipped human-readable passphrases in `.env` and fell back to
+//! hard-coded defaults (SEED-FLAWS F3). Here a secret is at least 32 bytes, is
+//! never one of the seed's published placeholders, and its `Debug` output is
+//! redacted so it cannot reach a log line by accident.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::random::{RandomError, random_bytes};
+
+/// The minimum length of a secret, in bytes (RFC 7518 §3.2 for HS256).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Secrets published in the seed design; anybody can forge with them.
+pub const KNOWN_PLACEHOLDERS: &[&str] = &[
+    "your-super-secret-jwt-key-change-this-in-production",
+    "gateway-secret-for-downstream-verification",
+    "default-gateway-secret-change-in-production",
+];
+
+/// Why a configured secret was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SecretError {
+    #[error("is shorter than {MIN_SECRET_BYTES} bytes")]
+    TooShort,
+    #[error("is a published placeholder from the seed design")]
+    Placeholder,
+}
+
+/// Secret key material. Cloning copies the bytes; `Debug` never shows them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    /// Accepts a configured secret if it is long enough and not a known placeholder.
+    ///
+    /// # Errors
+    /// [`SecretError`] saying which rule the value breaks.
+    pub fn parse(value: &str) -> Result<Self, SecretError> {
+        let trimmed = value.trim();
+        if KNOWN_PLACEHOLDERS.contains(&trimmed) {
+            return Err(SecretError::Placeholder);
+        }
+        if trimmed.len() < MIN_SECRET_BYTES {
+            return Err(SecretError::TooShort);
+        }
+        Ok(Self(trimmed.as_bytes().to_vec()))
+    }
+
+    /// A fresh random secret, encoded as 43 URL-safe characters (256 bits), the
+    /// form in which development secrets are written under the data dir.
+    ///
+    /// # Errors
+    /// [`RandomError`] if the OS random source fails.
+    pub fn generate() -> Result<Self, RandomError> {
+        let bytes = random_bytes::<32>()?;
+        Ok(Self(URL_SAFE_NO_PAD.encode(bytes).into_bytes()))
+    }
+
+    /// The key bytes, for MAC and signing code only.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_from_the_seed_are_refused() {
+        for p in KNOWN_PLACEHOLDERS {
+            assert_eq!(Secret::parse(p), Err(SecretError::Placeholder), "{p}");
+        }
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        assert_eq!(Secret::parse(&"a".repeat(31)), Err(SecretError::TooShort));
+        assert!(Secret::parse(&"a".repeat(32)).is_ok());
+    }
+
+    #[test]
+    fn generated_secrets_are_long_and_distinct() -> Result<(), RandomError> {
+        let a = Secret::generate()?;
+        let b = Secret::generate()?;
+        assert!(a.expose().len() >= MIN_SECRET_BYTES);
+        assert_ne!(a, b);
+        assert!(Secret::parse(std::str::from_utf8(a.expose()).unwrap_or_default()).is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn debug_output_is_redacted() {
+        let s = Secret::parse("this-is-a-very-secret-value-of-40-bytes!").unwrap_or_else(|_| unreachable!());
+        assert!(!format!("{s:?}").contains("secret-value"));
+    }
+}
