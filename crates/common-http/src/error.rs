@@ -105,8 +105,7 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response =
-            (self.status, Json(Body { error: &self.error, hint: self.hint.as_deref() })).into_response();
+        let mut response = (self.status, Json(Body { error: &self.error, hint: self.hint.as_deref() })).into_response();
         let headers = response.headers_mut();
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -1,1 +1,243 @@
-//! placeholder
+//! The one test harness for Gatehouse services.
+//!
+//! Every test gets its own database: a SQLite file in a fresh temporary
+//! directory, or its own schema in the PostgreSQL database that
+//! `scripts/test` creates for the run (`TEST_DATABASE_URL`). Services are
+//! spawned in-process on port 0 and talked to over real HTTP, so tests never
+//! share state and never depend on order or on an externally started server.
+//!
+//! Storage behaviour is tested on both backends by writing each test as
+//! `async fn name(backend: Backend)` and listing it in [`backend_tests!`].
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use auth_service::store::DatabaseTarget;
+use auth_service::{AppState, AuthConfig};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::Connection as _;
+use sqlx::postgres::PgConnectOptions;
+use tokens::{Algorithm, CsrfKey, RefreshKey, Secret, SigningKey};
+use tokio_util::sync::CancellationToken;
+
+pub use auth_service::store::Backend;
+
+/// Generates one `#[tokio::test]` per backend for each listed
+/// `async fn name(backend: Backend)`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+/// The PostgreSQL database of this run: `TEST_DATABASE_URL` (set by
+/// `scripts/test`), else a local `gatehouse_test` database created on demand.
+pub fn postgres_base_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/gatehouse_test".to_owned())
+}
+
+/// A database that lives as long as the test.
+pub struct TestDatabase {
+    pub target: DatabaseTarget,
+    pub backend: Backend,
+    /// The SQLite directory (removed on drop).
+    pub dir: Option<tempfile::TempDir>,
+    /// The PostgreSQL schema of this test.
+    pub schema: Option<String>,
+}
+
+impl TestDatabase {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("auth.db").display());
+                Self { target: DatabaseTarget::parse(&url).unwrap(), backend, dir: Some(dir), schema: None }
+            }
+            Backend::Postgres => {
+                let base = postgres_base_url();
+                let options: PgConnectOptions = base.parse().unwrap();
+                ensure_postgres_database(&options).await;
+                let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = sqlx::PgConnection::connect_with(&options).await.unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(format!("create schema {schema}"))).execute(&mut conn).await.unwrap();
+                let options = options.options([("search_path", schema.as_str())]);
+                Self { target: DatabaseTarget::Postgres(options), backend, dir: None, schema: Some(schema) }
+            }
+        }
+    }
+
+    /// Every row of every table, as text: what a database dump would reveal.
+    pub async fn dump_text(&self) -> String {
+        match (&self.target, &self.dir) {
+            (DatabaseTarget::Postgres(options), _) => {
+                let mut conn = sqlx::PgConnection::connect_with(options).await.unwrap();
+                let tables: Vec<(String,)> = sqlx::query_as(
+                    "select table_name::text from information_schema.tables where table_schema = current_schema()",
+                )
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+                let mut out = String::new();
+                for (table,) in tables {
+                    let rows: Vec<(String,)> =
+                        sqlx::query_as(sqlx::AssertSqlSafe(format!("select t::text from \"{table}\" t")))
+                            .fetch_all(&mut conn)
+                            .await
+                            .unwrap();
+                    for (row,) in rows {
+                        out.push_str(&row);
+                        out.push('\n');
+                    }
+                }
+                out
+            }
+            (DatabaseTarget::Sqlite(_), Some(dir)) => {
+                let mut out = String::new();
+                for entry in std::fs::read_dir(dir.path()).unwrap() {
+                    let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+                    out.push_str(&String::from_utf8_lossy(&bytes));
+                }
+                out
+            }
+            (DatabaseTarget::Sqlite(_), None) => String::new(),
+        }
+    }
+}
+
+async fn ensure_postgres_database(options: &PgConnectOptions) {
+    if sqlx::PgConnection::connect_with(options).await.is_ok() {
+        return;
+    }
+    let db = options.get_database().unwrap_or("gatehouse_test").to_owned();
+    let mut admin = sqlx::PgConnection::connect_with(&options.clone().database("postgres")).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL is not reachable ({e}); run the tests with scripts/test, which starts it")
+    });
+    // Two test processes may race to create it; either outcome is fine.
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("create database \"{db}\""))).execute(&mut admin).await;
+}
+
+/// A configuration for tests: an EdDSA key (cheap to generate), fresh
+/// secrets, development cookies, and the default policies.
+pub fn test_auth_config(database: DatabaseTarget) -> AuthConfig {
+    let pem = SigningKey::generate_pem(Algorithm::EdDsa).unwrap();
+    let key = Arc::new(SigningKey::from_pem(Algorithm::EdDsa, pem.as_bytes()).unwrap());
+    let mut config = AuthConfig::new(
+        database,
+        key,
+        RefreshKey::new(Secret::generate().unwrap()),
+        CsrfKey::new(Secret::generate().unwrap()),
+    );
+    config.secure_cookies = false;
+    config.db_max_connections = 8;
+    config
+}
+
+/// A running auth service and a client for it.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base_url: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub shutdown: CancellationToken,
+    pub handle: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client.post(self.url(path)).json(body).send().await.unwrap()
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> reqwest::Response {
+        self.post_json("/auth/register", &json!({"email": email, "password": password, "name": "Test User"})).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
+        self.post_json("/auth/login", &json!({"email": email, "password": password})).await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> reqwest::Response {
+        self.post_json("/auth/refresh", &json!({"refresh_token": refresh_token})).await
+    }
+
+    /// Registers `email` and logs in; returns the login body.
+    pub async fn signed_in_user(&self, email: &str) -> Value {
+        assert_eq!(self.register(email, DEFAULT_PASSWORD).await.status(), StatusCode::CREATED);
+        let response = self.login(email, DEFAULT_PASSWORD).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    /// `GET path` with a bearer token.
+    pub async fn get_authed(&self, path: &str, access_token: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).bearer_auth(access_token).send().await.unwrap()
+    }
+
+    /// Stops the server and waits for it to drain.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+/// A password that passes the rules.
+pub const DEFAULT_PASSWORD: &str = "correct horse battery staple";
+
+/// Spawns the auth service on `127.0.0.1:0`.
+pub async fn spawn_auth(config: AuthConfig) -> TestApp {
+    let state = auth_service::build_state(config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(auth_service::serve(state.clone(), listener, shutdown.clone()));
+    TestApp {
+        addr,
+        base_url: format!("http://{addr}"),
+        client: reqwest::Client::builder().build().unwrap(),
+        state,
+        shutdown,
+        handle,
+    }
+}
+
+/// A fresh database of `backend` and the auth service on it, with default settings.
+pub async fn spawn_default_auth(backend: Backend) -> (TestApp, TestDatabase) {
+    spawn_auth_with(backend, |_| {}).await
+}
+
+/// Like [`spawn_default_auth`], after `adjust` has changed the configuration.
+pub async fn spawn_auth_with(backend: Backend, adjust: impl FnOnce(&mut AuthConfig)) -> (TestApp, TestDatabase) {
+    let db = TestDatabase::new(backend).await;
+    let mut config = test_auth_config(db.target.clone());
+    adjust(&mut config);
+    (spawn_auth(config).await, db)
+}
+
+/// A unique email for a test.
+pub fn unique_email(prefix: &str) -> String {
+    format!("{prefix}-{}@example.com", uuid::Uuid::new_v4().simple())
+}

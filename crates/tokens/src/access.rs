@@ -70,7 +70,13 @@ impl AccessTokenIssuer {
     ///
     /// # Errors
     /// [`IssueError`] when signing fails.
-    pub fn issue(&self, user_id: &str, email: &str, session_id: &str, now: i64) -> Result<(String, AccessClaims), IssueError> {
+    pub fn issue(
+        &self,
+        user_id: &str,
+        email: &str,
+        session_id: &str,
+        now: i64,
+    ) -> Result<(String, AccessClaims), IssueError> {
         let jti = Uuid::from_bytes(random_bytes::<16>().map_err(|e| IssueError(e.to_string()))?).simple().to_string();
         let claims = AccessClaims {
             iss: self.issuer.clone(),
@@ -273,7 +279,11 @@ mod tests {
         let (_, other_verifier) = pair(Algorithm::EdDsa);
         let (token, _) = issuer.issue("u1", "a@b.co", "s1", now()).unwrap();
         assert_eq!(other_verifier.verify(&token), Err(VerifyError::UnknownKid));
-        let no_kid = forge(issuer.signing_key(), serde_json::json!({"alg":"EdDSA","typ":"at+jwt"}), claims_json(now() + 60, now()));
+        let no_kid = forge(
+            issuer.signing_key(),
+            serde_json::json!({"alg":"EdDSA","typ":"at+jwt"}),
+            claims_json(now() + 60, now()),
+        );
         assert_eq!(other_verifier.verify(&no_kid), Err(VerifyError::MissingKid));
     }
 
@@ -294,7 +304,11 @@ mod tests {
         let (issuer, verifier) = pair(Algorithm::Hs256);
         let kid = issuer.signing_key().kid().to_owned();
         let t = now();
-        let token = forge(issuer.signing_key(), serde_json::json!({"alg":"HS256","typ":"at+jwt","kid": kid}), claims_json(t + 900, t + 120));
+        let token = forge(
+            issuer.signing_key(),
+            serde_json::json!({"alg":"HS256","typ":"at+jwt","kid": kid}),
+            claims_json(t + 900, t + 120),
+        );
         assert_eq!(verifier.verify(&token), Err(VerifyError::NotYetValid));
     }
 

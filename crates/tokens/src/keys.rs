@@ -103,10 +103,7 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("kid", &self.kid)
-            .field("algorithm", &self.algorithm)
-            .finish_non_exhaustive()
+        f.debug_struct("SigningKey").field("kid", &self.kid).field("algorithm", &self.algorithm).finish_non_exhaustive()
     }
 }
 
@@ -134,7 +131,8 @@ impl SigningKey {
             Algorithm::EdDsa => EncodingKey::from_ed_pem(pem).map_err(|_| KeyError::InvalidPem("Ed25519"))?,
             Algorithm::Hs256 => return Err(KeyError::InvalidPem("HS256 (use a secret, not a PEM)")),
         };
-        let mut jwk = Jwk::from_encoding_key(&encoding, algorithm.jose()).map_err(|e| KeyError::Public(e.to_string()))?;
+        let mut jwk =
+            Jwk::from_encoding_key(&encoding, algorithm.jose()).map_err(|e| KeyError::Public(e.to_string()))?;
         let kid = jwk.thumbprint(ThumbprintHash::SHA256).map_err(|e| KeyError::Public(e.to_string()))?;
         jwk.common.key_id = Some(kid.clone());
         jwk.common.public_key_use = Some(PublicKeyUse::Signature);

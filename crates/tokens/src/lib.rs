@@ -15,6 +15,7 @@
 //! - [`secret`]: shared secrets with the strength rules of production.
 
 pub mod access;
+pub mod bearer;
 pub mod csrf;
 pub mod keys;
 mod mac;
@@ -23,6 +24,7 @@ pub mod refresh;
 pub mod secret;
 
 pub use access::{AccessClaims, AccessTokenIssuer, AccessTokenVerifier, VerifyError};
+pub use bearer::{BearerError, parse_bearer};
 pub use csrf::CsrfKey;
 pub use keys::{Algorithm, KeyError, SigningKey, VerifyingKeys};
 pub use refresh::{RefreshKey, RefreshToken};

@@ -49,7 +49,10 @@ impl RefreshKey {
         let session_key = hmac_sha256(self.0.expose(), &[b"gatehouse refresh session key v1\0", session_id.as_bytes()])
             .finalize()
             .into_bytes();
-        hmac_sha256(&session_key, &[b"gatehouse refresh token v1\0", &counter.to_be_bytes()]).finalize().into_bytes().into()
+        hmac_sha256(&session_key, &[b"gatehouse refresh token v1\0", &counter.to_be_bytes()])
+            .finalize()
+            .into_bytes()
+            .into()
     }
 
     /// The token for `counter` in `session_id`.

@@ -1,0 +1,143 @@
+//! The auth service's HTTP API (API.md, `/auth/*` without the `/api/v1`
+//! prefix the gateway strips).
+//!
+//! Layering: handlers parse input into domain types, call the store and the
+//! token primitives, and turn domain failures into [`ApiError`]s here, in the
+//! HTTP layer, with the seed's messages.
+
+mod account;
+mod cookies;
+mod extract;
+mod sessions;
+mod tokens_api;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post};
+use common_http::ApiError;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+pub use extract::AuthUser;
+
+use crate::password::HashError;
+use crate::state::AppState;
+use crate::store::StoreError;
+
+/// Bodies on `/auth/*` are small JSON documents; anything larger is refused (413).
+pub const AUTH_BODY_LIMIT: usize = 16 * 1024;
+
+/// The service's routes, without the standard layers (see [`crate::app`]).
+pub fn router(state: AppState) -> Router {
+    // Token responses must never be cached (RFC 6749 §5.1).
+    let auth = Router::new()
+        .route("/auth/register", post(account::register_user))
+        .route("/auth/login", post(tokens_api::login_user))
+        .route("/auth/refresh", post(tokens_api::refresh_tokens))
+        .route("/auth/logout", post(tokens_api::logout_session))
+        .route("/auth/verify", get(tokens_api::verify_token))
+        .route("/auth/me", get(account::current_user))
+        .route("/auth/password", post(account::change_password))
+        .route("/auth/sessions", get(sessions::list_sessions))
+        .route("/auth/sessions/{id}", delete(sessions::revoke_session))
+        .route("/auth/logout-all", post(sessions::logout_all_sessions))
+        .layer(DefaultBodyLimit::max(AUTH_BODY_LIMIT))
+        .layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .layer(SetResponseHeaderLayer::overriding(header::PRAGMA, HeaderValue::from_static("no-cache")));
+    Router::new()
+        .merge(auth)
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .with_state(state)
+}
+
+async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
+    ([(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"))], axum::Json(state.jwks.as_ref().clone()))
+}
+
+async fn health() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "healthy", "service": "auth-service"}))
+}
+
+async fn ready(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    match state.store.ping().await {
+        Ok(()) => Ok(axum::Json(serde_json::json!({"status": "ready", "service": "auth-service"}))),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Database unavailable"))
+        }
+    }
+}
+
+/// Who is calling: the TCP peer's address and a sanitised `User-Agent`, for
+/// sessions and the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip().to_string());
+        let user_agent = parts.headers.get(header::USER_AGENT).map(|v| sanitize_user_agent(v.as_bytes()));
+        Ok(Self { ip, user_agent })
+    }
+}
+
+/// At most 256 printable ASCII characters: the raw header went into the
+/// seed's logs as-is (log injection, SEED-FLAWS F28).
+fn sanitize_user_agent(raw: &[u8]) -> String {
+    raw.iter().take(256).map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '?' }).collect()
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => ApiError::unavailable("database"),
+            StoreError::Conflict => ApiError::conflict("Conflict"),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+impl From<HashError> for ApiError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Busy => ApiError::unavailable("password hashing pool"),
+            HashError::Failed(_) => ApiError::internal(&e),
+        }
+    }
+}
+
+impl From<crate::domain::FieldError> for ApiError {
+    fn from(e: crate::domain::FieldError) -> Self {
+        ApiError::bad_request(e.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_agents_are_sanitised() {
+        assert_eq!(sanitize_user_agent(b"curl/8.0\r\nX-Injected: 1"), "curl/8.0??X-Injected: 1");
+        assert_eq!(sanitize_user_agent(&[b'a'; 1000]).len(), 256);
+    }
+
+    #[test]
+    fn store_errors_map_to_statuses() {
+        assert_eq!(ApiError::from(StoreError::Unavailable(sqlx::Error::PoolTimedOut)).status(), 503);
+        assert_eq!(ApiError::from(StoreError::Database(sqlx::Error::RowNotFound)).status(), 500);
+        assert_eq!(ApiError::from(HashError::Busy).status(), 503);
+    }
+}

@@ -1,0 +1,9 @@
+//! HTTP integration tests of the auth service, each run on SQLite and on
+//! PostgreSQL against a service spawned on a loopback port.
+
+mod bad_input;
+mod login;
+mod misc;
+mod refresh;
+mod register;
+mod sessions;
