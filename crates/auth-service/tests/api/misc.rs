@@ -1,1 +1,69 @@
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use testkit::{Backend, backend_tests, spawn_default_auth, unique_email};
 
+async fn health_ready_and_jwks(backend: Backend) {
+    let (app, _db) = spawn_default_auth(backend).await;
+    let health: Value = app.client.get(app.url("/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health, json!({"status": "healthy", "service": "auth-service"}));
+    let ready = app.client.get(app.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let jwks: Value = app.client.get(app.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+    let keys = jwks["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["kid"], app.state.config.signing_key.kid());
+    assert!(keys[0].get("d").is_none(), "no private part");
+    // The published key verifies the tokens the service issues.
+    let login = app.signed_in_user(&unique_email("jwks")).await;
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks).unwrap();
+    let verifier =
+        tokens::AccessTokenVerifier::new(tokens::VerifyingKeys::from_jwks(&set), "gatehouse", "gatehouse", 0);
+    assert!(verifier.verify(login["access_token"].as_str().unwrap()).is_ok());
+}
+
+async fn ready_fails_when_the_database_is_gone(backend: Backend) {
+    let (app, _db) = spawn_default_auth(backend).await;
+    app.state.store.close().await;
+    let ready = app.client.get(app.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.json::<Value>().await.unwrap()["error"], "Database unavailable");
+    // Requests needing the database get a 503, not a 500, and no internals.
+    let r = app.login("a@example.com", "some password").await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = r.text().await.unwrap();
+    assert!(!body.to_lowercase().contains("pool") && !body.contains("sqlx"), "{body}");
+}
+
+async fn unknown_routes_and_methods_get_json_errors(backend: Backend) {
+    let (app, _db) = spawn_default_auth(backend).await;
+    let r = app.client.get(app.url("/nope")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "Route not found");
+    let r = app.client.get(app.url("/auth/login")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "Method not allowed");
+    let r = app.client.request(reqwest::Method::TRACE, app.url("/auth/login")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+async fn security_events_are_audited(backend: Backend) {
+    let (app, _db) = spawn_default_auth(backend).await;
+    let email = unique_email("audit");
+    let login = app.signed_in_user(&email).await;
+    app.login(&email, "wrong password!").await;
+    app.refresh(login["refresh_token"].as_str().unwrap()).await;
+    app.post_json("/auth/logout", &json!({"refresh_token": login["refresh_token"]})).await;
+    let events = app.state.store.list_audit_events(None, 100).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    for kind in ["user_registered", "login_succeeded", "login_failed", "refresh_succeeded", "logout"] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    assert!(events.iter().all(|e| e.ip.as_deref() == Some("127.0.0.1")));
+}
+
+backend_tests!(
+    health_ready_and_jwks,
+    ready_fails_when_the_database_is_gone,
+    unknown_routes_and_methods_get_json_errors,
+    security_events_are_audited,
+);
