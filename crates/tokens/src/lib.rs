@@ -28,4 +28,4 @@ pub use bearer::{BearerError, parse_bearer};
 pub use csrf::CsrfKey;
 pub use keys::{Algorithm, KeyError, SigningKey, VerifyingKeys};
 pub use refresh::{RefreshKey, RefreshToken};
-pub use secret::{Secret, SecretError};
+pub use secret::{Secret, SecretError, SecretFileError};

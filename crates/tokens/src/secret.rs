@@ -31,6 +31,17 @@ pub enum SecretError {
     Placeholder,
 }
 
+/// A secret file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    #[error("{0}")]
+    Io(String),
+    #[error("the secret in {0} {1}")]
+    Invalid(String, SecretError),
+    #[error("could not generate a secret")]
+    Generate,
+}
+
 /// Secret key material. Cloning copies the bytes; `Debug` never shows them.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Vec<u8>);
@@ -59,6 +70,23 @@ impl Secret {
     pub fn generate() -> Result<Self, RandomError> {
         let bytes = random_bytes::<32>()?;
         Ok(Self(URL_SAFE_NO_PAD.encode(bytes).into_bytes()))
+    }
+
+    /// Reads a secret kept in a file (trimmed), generating it first (mode
+    /// 0600) when the file is missing and `may_generate` is set: the
+    /// development default, so `gatehouse up` needs no setup and no secret is
+    /// ever committed.
+    ///
+    /// # Errors
+    /// [`SecretFileError`] naming the path and the problem.
+    pub fn load_or_generate(path: &std::path::Path, may_generate: bool) -> Result<Self, SecretFileError> {
+        if !path.exists() && may_generate {
+            let fresh = Self::generate().map_err(|_| SecretFileError::Generate)?;
+            crate::keys::write_private_file(path, fresh.expose()).map_err(|e| SecretFileError::Io(e.to_string()))?;
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SecretFileError::Io(format!("could not read {}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| SecretFileError::Invalid(path.display().to_string(), e))
     }
 
     /// The key bytes, for MAC and signing code only.
@@ -98,6 +126,15 @@ mod tests {
         assert_ne!(a, b);
         assert!(Secret::parse(std::str::from_utf8(a.expose()).unwrap_or_default()).is_ok());
         Ok(())
+    }
+
+    #[test]
+    fn secret_files_are_generated_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets").join("csrf");
+        assert!(Secret::load_or_generate(&path, false).is_err());
+        let a = Secret::load_or_generate(&path, true).unwrap();
+        assert_eq!(Secret::load_or_generate(&path, false).unwrap(), a);
     }
 
     #[test]
