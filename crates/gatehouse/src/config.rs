@@ -242,11 +242,7 @@ fn parse_or<T: FromStr>(vars: &HashMap<String, String>, key: &str, default: T) -
 
 fn bounded(vars: &HashMap<String, String>, key: &str, default: i64, min: i64, max: i64) -> Result<i64, ConfigError> {
     let value = parse_or(vars, key, default)?;
-    if (min..=max).contains(&value) {
-        Ok(value)
-    } else {
-        Err(err(format!("{key} must be between {min} and {max}")))
-    }
+    if (min..=max).contains(&value) { Ok(value) } else { Err(err(format!("{key} must be between {min} and {max}"))) }
 }
 
 #[cfg(test)]
@@ -268,7 +264,8 @@ mod tests {
     fn production_refuses_a_missing_or_short_hs256_secret() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap();
-        let base = [("DATA_DIR", d), ("JWT_ALGORITHM", "HS256"), ("CSRF_SECRET", STRONG), ("REFRESH_TOKEN_SECRET", STRONG)];
+        let base =
+            [("DATA_DIR", d), ("JWT_ALGORITHM", "HS256"), ("CSRF_SECRET", STRONG), ("REFRESH_TOKEN_SECRET", STRONG)];
         let missing = auth_error(&base, Mode::Single);
         assert!(missing.starts_with("JWT_SECRET is not set"), "{missing}");
         let short = auth_error(&[&base[..], &[("JWT_SECRET", "too-short")]].concat(), Mode::Single);
@@ -328,7 +325,8 @@ mod tests {
         let a = first.auth_config().unwrap();
         assert!(!a.secure_cookies);
         assert!(dir.path().join("keys/jwt-rs256.pem").exists());
-        let again = Settings::from_vars(vars(&[("DATA_DIR", d), ("ENVIRONMENT", "development")]), Mode::Single).unwrap();
+        let again =
+            Settings::from_vars(vars(&[("DATA_DIR", d), ("ENVIRONMENT", "development")]), Mode::Single).unwrap();
         let b = again.auth_config().unwrap();
         assert_eq!(a.signing_key.kid(), b.signing_key.kid(), "the persisted key is reused");
     }

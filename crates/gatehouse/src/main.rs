@@ -61,7 +61,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
     let mode = if matches!(command, Command::Up) { Mode::Up } else { Mode::Single };
     let settings = Settings::from_vars(config::process_env(), mode).context("configuration error")?;
     telemetry::init(settings.log_format);
-    settings.ensure_data_dir().context("configuration error")?;
     match command {
         Command::Migrate => migrate(&settings).await,
         Command::Auth => {
@@ -76,6 +75,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    settings.ensure_data_dir().context("configuration error")?;
     let backend = settings.database.backend();
     let store = auth_service::store::connect(settings.database.clone(), Default::default())
         .await
@@ -88,7 +88,9 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
 
 /// Starts the services, then waits for SIGTERM/SIGINT and drains them.
 async fn run_services(settings: &Settings, auth_addr: SocketAddr) -> anyhow::Result<()> {
+    // Validate everything before creating anything on disk.
     let auth_config = settings.auth_config().context("configuration error")?;
+    settings.ensure_data_dir().context("configuration error")?;
     let state = auth_service::build_state(auth_config)
         .await
         .context("could not open the auth database (check DATABASE_URL)")?;

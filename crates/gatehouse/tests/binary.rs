@@ -1,0 +1,246 @@
+//! The real `gatehouse` binary, started as a user would start it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use testkit::{DEFAULT_PASSWORD, TestDatabase, postgres_base_url, unique_email};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed on drop, so a failing test leaves nothing running.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn gatehouse(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.env("RUST_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+async fn wait_ready(base: &str) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(format!("{base}/ready")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{base} did not become ready");
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the process did not exit in time");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The README's curl walkthrough, against `gatehouse up` in an empty directory.
+#[tokio::test]
+async fn up_serves_the_readme_walkthrough_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().to_string();
+    let mut child = Running(gatehouse(&["up"], &[("AUTH_PORT", &port)], dir.path()).spawn().unwrap());
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base).await;
+    let client = reqwest::Client::new();
+    let email = unique_email("walk");
+
+    let r = client
+        .post(format!("{base}/auth/register"))
+        .json(&json!({"email": email, "password": DEFAULT_PASSWORD, "name": "Alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = client
+        .post(format!("{base}/auth/login"))
+        .json(&json!({"email": email, "password": DEFAULT_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let login: Value = r.json().await.unwrap();
+    let at = login["access_token"].as_str().unwrap();
+    let r = client.get(format!("{base}/auth/verify")).bearer_auth(at).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client
+        .post(format!("{base}/auth/refresh"))
+        .json(&json!({"refresh_token": login["refresh_token"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let refreshed: Value = r.json().await.unwrap();
+    let r = client
+        .post(format!("{base}/auth/logout"))
+        .json(&json!({"refresh_token": refreshed["refresh_token"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let jwks: Value = client.get(format!("{base}/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(jwks["keys"][0]["kty"], "RSA", "RS256 is the default");
+
+    // Generated development keys and the SQLite file live under ./data.
+    for path in [
+        "data/gatehouse.db",
+        "data/keys/jwt-rs256.pem",
+        "data/secrets/csrf_secret",
+        "data/secrets/refresh_token_secret",
+    ] {
+        assert!(dir.path().join(path).exists(), "{path}");
+    }
+    sigterm(&child.0);
+    let status = wait_exit(&mut child.0, Duration::from_secs(15));
+    assert!(status.success(), "{status:?}");
+
+    // A restart keeps the users and the key: the old access token still verifies.
+    let mut again = Running(gatehouse(&["up"], &[("AUTH_PORT", &port)], dir.path()).spawn().unwrap());
+    wait_ready(&base).await;
+    let r = client
+        .post(format!("{base}/auth/login"))
+        .json(&json!({"email": email, "password": DEFAULT_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let jwks2: Value = client.get(format!("{base}/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(jwks, jwks2);
+    sigterm(&again.0);
+    assert!(wait_exit(&mut again.0, Duration::from_secs(15)).success());
+}
+
+/// Production refuses to start on a weak or missing secret, with one line
+/// naming the variable, and never prints the secret.
+#[test]
+fn production_refuses_weak_configuration_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[("JWT_ALGORITHM", "HS256")], "JWT_SECRET"),
+        (
+            &[("JWT_ALGORITHM", "HS256"), ("JWT_SECRET", "your-super-secret-jwt-key-change-this-in-production")],
+            "JWT_SECRET",
+        ),
+        (&[("JWT_ALGORITHM", "HS256"), ("JWT_SECRET", "short-secret")], "JWT_SECRET"),
+        (&[("JWT_ALGORITHM", "RS256")], "JWT_PRIVATE_KEY_FILE"),
+    ];
+    for (env, var) in cases {
+        let env = [env, &[("ENVIRONMENT", "production"), ("PORT", "0")]].concat();
+        let out = gatehouse(&["auth"], &env, dir.path()).stdin(Stdio::null()).output().unwrap();
+        assert!(!out.status.success(), "{env:?} must not start");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        assert!(lines[0].contains(&format!("set {var}")), "{stderr}");
+        assert!(!stderr.contains("your-super-secret") && !stderr.contains("short-secret"), "{stderr}");
+    }
+    let placeholder = [
+        ("ENVIRONMENT", "production"),
+        ("JWT_ALGORITHM", "HS256"),
+        ("JWT_SECRET", "0123456789abcdef0123456789abcdef0123"),
+        ("GATEWAY_SECRET", "default-gateway-secret-change-in-production"),
+    ];
+    let out = gatehouse(&["auth"], &placeholder, dir.path()).output().unwrap();
+    assert!(String::from_utf8(out.stderr).unwrap().contains("set GATEWAY_SECRET"));
+    assert!(!dir.path().join("data").exists(), "production generates nothing");
+}
+
+/// `migrate` applies the schema to PostgreSQL; two `gatehouse auth`
+/// processes on that database then race refreshes of one token, and at most
+/// one wins.
+#[tokio::test]
+async fn two_auth_processes_on_postgres_rotate_refresh_tokens_atomically() {
+    let db = TestDatabase::new(testkit::Backend::Postgres).await;
+    let schema = db.schema.clone().unwrap();
+    let url = format!("{}?options=-c%20search_path%3D{schema}", postgres_base_url());
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "0123456789abcdef0123456789abcdef-test-only";
+    let (p1, p2) = (free_port().to_string(), free_port().to_string());
+    let env = |port: &str| {
+        vec![
+            ("ENVIRONMENT", "production"),
+            ("DATABASE_URL", url.as_str()),
+            ("JWT_ALGORITHM", "HS256"),
+            ("JWT_SECRET", secret),
+            ("CSRF_SECRET", secret),
+            ("REFRESH_TOKEN_SECRET", secret),
+            ("REFRESH_TOKEN_REUSE_INTERVAL", "0"),
+            ("PORT", port),
+            ("BIND_ADDRESS", "127.0.0.1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k, v.to_owned()))
+        .collect::<Vec<_>>()
+    };
+    let as_refs = |v: &Vec<(&'static str, String)>| v.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>();
+    let migrate_env = as_refs(&env("0"));
+    let migrate_env: Vec<(&str, &str)> = migrate_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = gatehouse(&["migrate"], &migrate_env, dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let spawn = |port: &str| {
+        let e = env(port);
+        let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Running(gatehouse(&["auth"], &e, dir.path()).spawn().unwrap())
+    };
+    let _a = spawn(&p1);
+    let _b = spawn(&p2);
+    let (a, b) = (format!("http://127.0.0.1:{p1}"), format!("http://127.0.0.1:{p2}"));
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let client = reqwest::Client::new();
+    let email = unique_email("procs");
+    let r = client
+        .post(format!("{a}/auth/register"))
+        .json(&json!({"email": email, "password": DEFAULT_PASSWORD, "name": "P"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let login: Value = client
+        .post(format!("{b}/auth/login"))
+        .json(&json!({"email": email, "password": DEFAULT_PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rt = login["refresh_token"].as_str().unwrap();
+    let calls = (0..20).map(|i| {
+        let base = if i % 2 == 0 { &a } else { &b };
+        client.post(format!("{base}/auth/refresh")).json(&json!({"refresh_token": rt})).send()
+    });
+    let results = futures::future::join_all(calls).await;
+    let ok = results.iter().filter(|r| r.as_ref().unwrap().status() == 200).count();
+    assert!(ok <= 1, "{ok} refreshes succeeded across two processes");
+}
