@@ -67,25 +67,23 @@ fn describe(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
     let msg = inner.to_string();
     let path = e.path().to_string();
     let field: String = path.chars().take(64).collect();
-    let text =
-        if msg.starts_with("unknown field") || msg.starts_with("duplicate field") || msg.starts_with("missing field") {
-            // serde's own wording names the field; cut before any "expected one of" list and position.
-            let head = msg.split(", expected").next().unwrap_or(&msg);
-            let head = head.split(" at line").next().unwrap_or(head);
-            head.chars().take(100).collect()
-        } else {
-            match inner.classify() {
-                serde_json::error::Category::Data if path == "." || path.starts_with('[') => {
-                    "the body must be a JSON object".to_owned()
-                }
-                serde_json::error::Category::Data => format!("field `{field}` has the wrong type or value"),
-                serde_json::error::Category::Eof => "the JSON body is incomplete".to_owned(),
-                serde_json::error::Category::Syntax | serde_json::error::Category::Io => {
-                    "the body is not valid JSON".to_owned()
-                }
+    if msg.starts_with("unknown field") || msg.starts_with("duplicate field") || msg.starts_with("missing field") {
+        // serde's own wording names the field; cut before any "expected one of" list and position.
+        let head = msg.split(", expected").next().unwrap_or(&msg);
+        let head = head.split(" at line").next().unwrap_or(head);
+        head.chars().take(100).collect()
+    } else {
+        match inner.classify() {
+            serde_json::error::Category::Data if path == "." || path.starts_with('[') => {
+                "the body must be a JSON object".to_owned()
             }
-        };
-    text
+            serde_json::error::Category::Data => format!("field `{field}` has the wrong type or value"),
+            serde_json::error::Category::Eof => "the JSON body is incomplete".to_owned(),
+            serde_json::error::Category::Syntax | serde_json::error::Category::Io => {
+                "the body is not valid JSON".to_owned()
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,8 @@ async fn malformed_bodies_get_a_json_4xx_and_write_nothing(backend: Backend) {
     let email = unique_email("bad");
     let valid = format!(r#"{{"email":"{email}","password":"{DEFAULT_PASSWORD}","name":"N"}}"#);
     let json = Some("application/json");
-    let cases: Vec<(&str, Option<&str>, Vec<u8>, StatusCode, &str)> = vec![
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, StatusCode, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (
             "form body",
             Some("application/x-www-form-urlencoded"),

@@ -1,5 +1,6 @@
 //! HTTP integration tests of the auth service, each run on SQLite and on
 //! PostgreSQL against a service spawned on a loopback port.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod bad_input;
 mod login;

@@ -1,0 +1,205 @@
+//! The storage contract: every behaviour of [`auth_service::store::Store`],
+//! run unchanged against PostgreSQL and SQLite.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use auth_service::store::{self, AuditEvent, NewSession, NewUser, Store, StoreError};
+use testkit::{Backend, TestDatabase, backend_tests};
+use uuid::Uuid;
+
+async fn open(backend: Backend) -> (Arc<dyn Store>, TestDatabase) {
+    let db = TestDatabase::new(backend).await;
+    let s = store::connect(db.target.clone(), store::PoolSettings::default()).await.unwrap();
+    assert_eq!(s.backend(), backend);
+    (s, db)
+}
+
+fn new_user(email: &str) -> NewUser {
+    NewUser {
+        user_id: Uuid::now_v7(),
+        email: email.to_owned(),
+        password_hash: "$argon2id$x".into(),
+        name: "N".into(),
+        now: 1000,
+    }
+}
+
+fn new_session(user_id: Uuid, now: i64) -> NewSession {
+    NewSession {
+        session_id: Uuid::now_v7(),
+        user_id,
+        now,
+        expires_at: now + 3600,
+        user_agent: Some("ua".into()),
+        ip: Some("127.0.0.1".into()),
+    }
+}
+
+async fn migrations_are_idempotent_and_ping_works(backend: Backend) {
+    let (s, _db) = open(backend).await;
+    s.migrate().await.unwrap();
+    s.ping().await.unwrap();
+}
+
+async fn users_are_created_found_and_unique_by_email(backend: Backend) {
+    let (s, _db) = open(backend).await;
+    let u = s.create_user(&new_user("a@example.com")).await.unwrap();
+    assert_eq!((u.email.as_str(), u.active, u.created_at, u.updated_at), ("a@example.com", true, 1000, 1000));
+    assert_eq!(s.find_user(u.user_id).await.unwrap().unwrap().email, "a@example.com");
+    assert_eq!(s.find_user_by_email("a@example.com").await.unwrap().unwrap().user_id, u.user_id);
+    assert!(s.find_user_by_email("b@example.com").await.unwrap().is_none());
+    assert!(s.find_user(Uuid::now_v7()).await.unwrap().is_none());
+    assert!(matches!(s.create_user(&new_user("a@example.com")).await, Err(StoreError::Conflict)));
+}
+
+async fn users_can_be_disabled_and_rehashed(backend: Backend) {
+    let (s, _db) = open(backend).await;
+    let u = s.create_user(&new_user("d@example.com")).await.unwrap();
+    assert!(s.set_user_active(u.user_id, false, 2000).await.unwrap());
+    let got = s.find_user(u.user_id).await.unwrap().unwrap();
+    assert!(!got.active);
+    assert_eq!(got.updated_at, 2000);
+    assert!(!s.set_user_active(Uuid::now_v7(), false, 2000).await.unwrap());
+    s.set_password_hash(u.user_id, "$argon2id$new", 3000).await.unwrap();
+    assert_eq!(s.find_user(u.user_id).await.unwrap().unwrap().password_hash, "$argon2id$new");
+}
+
+async fn the_refresh_counter_advances_by_compare_and_swap(backend: Backend) {
+    let (s, _db) = open(backend).await;
+    let u = s.create_user(&new_user("c@example.com")).await.unwrap();
+    let session = s.create_session(&new_session(u.user_id, 100)).await.unwrap();
+    assert_eq!((session.refresh_counter, session.last_rotated_at), (0, 100));
+    assert_eq!(s.advance_refresh_counter(session.session_id, 0, 150).await.unwrap(), Some(1));
+    assert_eq!(s.advance_refresh_counter(session.session_id, 0, 160).await.unwrap(), None, "stale counter");
+    assert_eq!(s.advance_refresh_counter(session.session_id, 1, 170).await.unwrap(), Some(2));
+    let got = s.find_session(session.session_id).await.unwrap().unwrap();
+    assert_eq!((got.refresh_counter, got.last_rotated_at), (2, 170));
+    assert!(s.revoke_session(session.session_id, "test", 180).await.unwrap());
+    assert_eq!(s.advance_refresh_counter(session.session_id, 2, 190).await.unwrap(), None, "revoked");
+    assert_eq!(s.advance_refresh_counter(Uuid::now_v7(), 0, 190).await.unwrap(), None, "unknown");
+}
+
+async fn concurrent_swaps_of_one_counter_have_one_winner(backend: Backend) {
+    let (s, _db) = open(backend).await;
+    let u = s.create_user(&new_user("r@example.com")).await.unwrap();
+    let session = s.create_session(&new_session(u.user_id, 100)).await.unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move { s.advance_refresh_counter(session.session_id, 0, 200 + i).await.unwrap() })
+        })
+        .collect();
+    let mut winners = 0;
+    for t in tasks {
+        winners += usize::from(t.await.unwrap().is_some());
+    }
+    assert_eq!(winners, 1);
+    assert_eq!(s.find_session(session.session_id).await.unwrap().unwrap().refresh_counter, 1);
+}
+
+async fn sessions_are_revoked_singly_or_all_but_one(backend: Backend) {
+    let (s, _db) = open(backend).await;
+    let u = s.create_user(&new_user("s@example.com")).await.unwrap();
+    let other = s.create_user(&new_user("o@example.com")).await.unwrap();
+    let a = s.create_session(&new_session(u.user_id, 100)).await.unwrap();
+    let b = s.create_session(&new_session(u.user_id, 101)).await.unwrap();
+    let c = s.create_session(&new_session(u.user_id, 102)).await.unwrap();
+    let o = s.create_session(&new_session(other.user_id, 100)).await.unwrap();
+    let listed: Vec<Uuid> =
+        s.list_active_sessions(u.user_id, 150).await.unwrap().iter().map(|x| x.session_id).collect();
+    assert_eq!(listed, vec![c.session_id, b.session_id, a.session_id], "newest first");
+    assert!(s.revoke_session(a.session_id, "logout", 200).await.unwrap());
+    assert!(!s.revoke_session(a.session_id, "again", 201).await.unwrap(), "already revoked");
+    let got = s.find_session(a.session_id).await.unwrap().unwrap();
+    assert_eq!((got.revoked_at, got.revoked_reason.as_deref()), (Some(200), Some("logout")));
+    assert!(!got.is_active(150));
+    assert_eq!(s.revoke_user_sessions(u.user_id, Some(c.session_id), "logout_all", 300).await.unwrap(), 1);
+    let listed: Vec<Uuid> =
+        s.list_active_sessions(u.user_id, 150).await.unwrap().iter().map(|x| x.session_id).collect();
+    assert_eq!(listed, vec![c.session_id]);
+    assert_eq!(s.revoke_user_sessions(u.user_id, None, "logout_all", 300).await.unwrap(), 1);
+    assert!(s.list_active_sessions(u.user_id, 150).await.unwrap().is_empty());
+    assert!(s.find_session(o.session_id).await.unwrap().unwrap().is_active(150), "other users untouched");
+    // Expired sessions are not listed.
+    let d = s.create_session(&new_session(u.user_id, 100)).await.unwrap();
+    assert!(s.list_active_sessions(u.user_id, d.expires_at).await.unwrap().is_empty());
+}
+
+async fn a_password_change_revokes_the_other_sessions_in_one_transaction(backend: Backend) {
+    let (s, _db) = open(backend).await;
+    let u = s.create_user(&new_user("p@example.com")).await.unwrap();
+    let keep = s.create_session(&new_session(u.user_id, 100)).await.unwrap();
+    let drop1 = s.create_session(&new_session(u.user_id, 100)).await.unwrap();
+    let drop2 = s.create_session(&new_session(u.user_id, 100)).await.unwrap();
+    assert_eq!(s.change_password(u.user_id, "$argon2id$changed", keep.session_id, 500).await.unwrap(), 2);
+    assert_eq!(s.find_user(u.user_id).await.unwrap().unwrap().password_hash, "$argon2id$changed");
+    assert!(s.find_session(keep.session_id).await.unwrap().unwrap().is_active(600));
+    for d in [drop1, drop2] {
+        let got = s.find_session(d.session_id).await.unwrap().unwrap();
+        assert_eq!(got.revoked_reason.as_deref(), Some("password_changed"));
+    }
+}
+
+async fn login_failures_are_counted_in_a_window_and_cleared(backend: Backend) {
+    let (s, _db) = open(backend).await;
+    for t in [100, 200, 300] {
+        s.record_login_failure("f@example.com", t, 0).await.unwrap();
+    }
+    s.record_login_failure("g@example.com", 300, 0).await.unwrap();
+    let all = s.login_failures_since("f@example.com", 0).await.unwrap();
+    assert_eq!((all.count, all.oldest), (3, Some(100)));
+    let recent = s.login_failures_since("f@example.com", 150).await.unwrap();
+    assert_eq!((recent.count, recent.oldest), (2, Some(200)));
+    // Recording forgets failures older than the horizon.
+    s.record_login_failure("f@example.com", 400, 250).await.unwrap();
+    assert_eq!(s.login_failures_since("f@example.com", 0).await.unwrap().count, 2);
+    s.clear_login_failures("f@example.com").await.unwrap();
+    let none = s.login_failures_since("f@example.com", 0).await.unwrap();
+    assert_eq!((none.count, none.oldest), (0, None));
+    assert_eq!(s.login_failures_since("g@example.com", 0).await.unwrap().count, 1, "other emails untouched");
+}
+
+async fn audit_events_are_stored_and_listed_newest_first(backend: Backend) {
+    let (s, _db) = open(backend).await;
+    let user = Uuid::now_v7();
+    let event = |t: i64, kind: &str, user_id: Option<Uuid>| AuditEvent {
+        audit_event_id: Uuid::now_v7(),
+        occurred_at: t,
+        kind: kind.into(),
+        user_id,
+        email: Some("e@example.com".into()),
+        session_id: None,
+        ip: Some("::1".into()),
+        user_agent: None,
+        detail: Some("d".into()),
+    };
+    let e1 = event(10, "login_failed", Some(user));
+    let e2 = event(20, "login_succeeded", Some(user));
+    let e3 = event(30, "login_failed", None);
+    for e in [&e1, &e2, &e3] {
+        s.insert_audit_event(e).await.unwrap();
+    }
+    assert_eq!(s.list_audit_events(None, 10).await.unwrap(), vec![e3.clone(), e2.clone(), e1.clone()]);
+    assert_eq!(s.list_audit_events(Some(user), 10).await.unwrap(), vec![e2.clone(), e1]);
+    assert_eq!(s.list_audit_events(None, 1).await.unwrap(), vec![e3]);
+}
+
+async fn closing_makes_the_store_unavailable(backend: Backend) {
+    let (s, _db) = open(backend).await;
+    s.close().await;
+    assert!(matches!(s.ping().await, Err(StoreError::Unavailable(_))));
+}
+
+backend_tests!(
+    migrations_are_idempotent_and_ping_works,
+    users_are_created_found_and_unique_by_email,
+    users_can_be_disabled_and_rehashed,
+    the_refresh_counter_advances_by_compare_and_swap,
+    concurrent_swaps_of_one_counter_have_one_winner,
+    sessions_are_revoked_singly_or_all_but_one,
+    a_password_change_revokes_the_other_sessions_in_one_transaction,
+    login_failures_are_counted_in_a_window_and_cleared,
+    audit_events_are_stored_and_listed_newest_first,
+    closing_makes_the_store_unavailable,
+);
