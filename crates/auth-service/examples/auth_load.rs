@@ -38,10 +38,16 @@ async fn main() {
     let client = reqwest::Client::new();
     let email = format!("load-{}@example.com", uuid::Uuid::new_v4().simple());
     let password = "load test passphrase 42";
-    let r = client.post(format!("{base}/auth/register")).json(&json!({"email": email, "password": password, "name": "Load"})).send().await.unwrap();
+    let r = client
+        .post(format!("{base}/auth/register"))
+        .json(&json!({"email": email, "password": password, "name": "Load"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201, "register: {}", r.text().await.unwrap_or_default());
 
-    let login = || client.post(format!("{base}/auth/login")).json(&json!({"email": email, "password": password})).send();
+    let login =
+        || client.post(format!("{base}/auth/login")).json(&json!({"email": email, "password": password})).send();
     let mut latencies = Vec::with_capacity(logins);
     for _ in 0..logins {
         let started = Instant::now();
@@ -72,7 +78,8 @@ async fn main() {
             tokio::spawn(async move {
                 let (mut ok, mut failed) = (0u64, 0u64);
                 while Instant::now() < deadline {
-                    let r = client.post(format!("{base}/auth/refresh")).json(&json!({"refresh_token": token})).send().await;
+                    let r =
+                        client.post(format!("{base}/auth/refresh")).json(&json!({"refresh_token": token})).send().await;
                     match r {
                         Ok(r) if r.status() == 200 => {
                             let body: Value = r.json().await.unwrap();
@@ -93,5 +100,8 @@ async fn main() {
         failed += f;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    println!("refresh: {clients} clients for {elapsed:.1} s: {:.0} refreshes/s ({ok} ok, {failed} failed)", ok as f64 / elapsed);
+    println!(
+        "refresh: {clients} clients for {elapsed:.1} s: {:.0} refreshes/s ({ok} ok, {failed} failed)",
+        ok as f64 / elapsed
+    );
 }

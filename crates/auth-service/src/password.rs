@@ -12,7 +12,7 @@
 //! reported as needing a rehash, which login then does.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
@@ -59,9 +59,14 @@ struct Inner {
     argon: Argon2<'static>,
     params: HashParams,
     permits: Semaphore,
-    waiting: AtomicUsize,
-    max_waiting: usize,
+    /// Hashes admitted and not finished: running plus waiting for a permit.
+    admitted: AtomicUsize,
+    /// Hashes allowed in flight: the concurrency plus the queue.
+    max_admitted: usize,
+    running: AtomicUsize,
     dummy_hash: String,
+    /// Password checks done, real or dummy: the work a login costs.
+    verifications: AtomicU64,
 }
 
 /// The service's password hasher; cheap to clone.
@@ -85,21 +90,25 @@ impl PasswordHasher {
             argon,
             params,
             permits: Semaphore::new(concurrency.max(1)),
-            waiting: AtomicUsize::new(0),
-            max_waiting,
+            admitted: AtomicUsize::new(0),
+            max_admitted: concurrency.max(1) + max_waiting,
+            running: AtomicUsize::new(0),
             dummy_hash,
+            verifications: AtomicU64::new(0),
         })))
     }
 
     /// Runs `work` on a blocking thread once a permit is free.
     async fn run<T: Send + 'static>(&self, work: impl FnOnce(&Inner) -> T + Send + 'static) -> Result<T, HashError> {
-        if self.0.waiting.fetch_add(1, Ordering::SeqCst) >= self.0.max_waiting + self.0.permits.available_permits() {
-            self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+        if self.0.admitted.fetch_add(1, Ordering::SeqCst) >= self.0.max_admitted {
+            self.0.admitted.fetch_sub(1, Ordering::SeqCst);
             return Err(HashError::Busy);
         }
-        let permit = self.0.permits.acquire().await;
-        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
-        let _permit = permit.map_err(|_| HashError::Failed("hasher closed".into()))?;
+        // Released on every path out of here, including cancellation.
+        let _admission = Admission(&self.0.admitted);
+        let _permit = self.0.permits.acquire().await.map_err(|_| HashError::Failed("hasher closed".into()))?;
+        let _running = Admission(&self.0.running);
+        self.0.running.fetch_add(1, Ordering::SeqCst);
         let inner = Arc::clone(&self.0);
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || span.in_scope(|| work(&inner)))
@@ -140,14 +149,29 @@ impl PasswordHasher {
         .await
     }
 
-    /// Hashes waiting for a permit right now (a metric for later).
+    /// Hashes waiting for a permit right now.
     pub fn queue_depth(&self) -> usize {
-        self.0.waiting.load(Ordering::Relaxed)
+        self.0.admitted.load(Ordering::Relaxed).saturating_sub(self.0.running.load(Ordering::Relaxed))
+    }
+
+    /// Password checks completed so far, against real or dummy hashes.
+    pub fn verifications(&self) -> u64 {
+        self.0.verifications.load(Ordering::Relaxed)
+    }
+}
+
+/// Decrements a counter when dropped.
+struct Admission<'a>(&'a AtomicUsize);
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 impl Inner {
     fn verify_blocking(&self, password: &[u8], stored: &str) -> Verified {
+        self.verifications.fetch_add(1, Ordering::Relaxed);
         if stored.starts_with("$2a$") || stored.starts_with("$2b$") || stored.starts_with("$2y$") {
             // The seed's Go bcrypt hashed at most 72 bytes and failed beyond;
             // its users' passwords are never longer, so verify is faithful.
@@ -199,22 +223,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_dummy_hash_costs_what_a_real_one_does() {
+        let h = hasher();
+        let real = h.hash("some password").await.unwrap();
+        let params = |s: &str| s.split('$').nth(3).map(str::to_owned);
+        assert_eq!(params(&h.0.dummy_hash), params(&real), "same Argon2id parameters");
+        assert!(h.0.dummy_hash.starts_with("$argon2id$"));
+        h.verify_dummy("x").await.unwrap();
+        h.verify("x", &real).await.unwrap();
+        assert_eq!(h.verifications(), 2);
+    }
+
+    #[tokio::test]
     async fn garbage_hashes_never_match() {
         for stored in ["", "plaintext", "$argon2id$garbage", "$2a$xx"] {
             assert!(!hasher().verify("whatever1", stored).await.unwrap().matches, "{stored}");
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_queue_sheds_load() {
         let h = PasswordHasher::new(HashParams::OWASP, 1, 0).unwrap();
-        let many = (0..8).map(|_| {
-            let h = h.clone();
-            tokio::spawn(async move { h.verify_dummy("password123").await })
-        });
-        let results = futures_join(many).await;
+        let many: Vec<_> = (0..8)
+            .map(|_| {
+                let h = h.clone();
+                tokio::spawn(async move { h.verify_dummy("password123").await })
+            })
+            .collect();
+        let results = futures_join(many.into_iter()).await;
         assert!(results.iter().any(|r| matches!(r, Err(HashError::Busy))), "some attempts are shed");
         assert!(results.iter().any(|r| r.is_ok()), "some attempts run");
+        assert_eq!(h.queue_depth(), 0);
+        assert!(h.verify_dummy("password123").await.is_ok(), "admission is released");
     }
 
     async fn futures_join(

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use tokens::{AccessTokenIssuer, AccessTokenVerifier, Algorithm, CsrfKey, RefreshKey, Secret, SigningKey, VerifyingKeys};
+use tokens::{
+    AccessTokenIssuer, AccessTokenVerifier, Algorithm, CsrfKey, RefreshKey, Secret, SigningKey, VerifyingKeys,
+};
 
 fn key(alg: Algorithm) -> Arc<SigningKey> {
     Arc::new(match alg {
@@ -24,7 +26,9 @@ fn access_tokens(c: &mut Criterion) {
         c.bench_function(&format!("access token issue {}", alg.as_str()), |b| {
             b.iter(|| issuer.issue("user", "user@example.com", "session", now).unwrap())
         });
-        c.bench_function(&format!("access token verify {}", alg.as_str()), |b| b.iter(|| verifier.verify(&token).unwrap()));
+        c.bench_function(&format!("access token verify {}", alg.as_str()), |b| {
+            b.iter(|| verifier.verify(&token).unwrap())
+        });
     }
 }
 

@@ -61,7 +61,46 @@ async fn security_events_are_audited(backend: Backend) {
     assert!(events.iter().all(|e| e.ip.as_deref() == Some("127.0.0.1")));
 }
 
+/// A login flood beyond the hashing pool's queue is shed with 503 and
+/// `Retry-After`, and the rest of the service keeps answering meanwhile.
+async fn a_login_flood_is_shed_without_starving_other_requests(backend: Backend) {
+    let (app, _db) = testkit::spawn_auth_with(backend, |c| {
+        c.hash_concurrency = 1;
+        c.hash_queue = 2;
+        c.login_max_failures = 1000;
+    })
+    .await;
+    let email = unique_email("flood");
+    app.register(&email, testkit::DEFAULT_PASSWORD).await;
+    let flood: Vec<_> = (0..24)
+        .map(|_| {
+            let (client, url) = (app.client.clone(), app.url("/auth/login"));
+            let email = email.clone();
+            tokio::spawn(async move {
+                client.post(url).json(&json!({"email": email, "password": "wrong password!"})).send().await.unwrap()
+            })
+        })
+        .collect();
+    let health = app.client.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK, "answered during the flood");
+    let mut shed = 0;
+    for r in flood {
+        let r = r.await.unwrap();
+        match r.status() {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(r.headers().contains_key("retry-after"));
+                assert_eq!(r.json::<Value>().await.unwrap()["error"], "Service temporarily unavailable");
+                shed += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(shed > 0, "some logins were shed");
+}
+
 backend_tests!(
+    a_login_flood_is_shed_without_starving_other_requests,
     health_ready_and_jwks,
     ready_fails_when_the_database_is_gone,
     unknown_routes_and_methods_get_json_errors,
