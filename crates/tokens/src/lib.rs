@@ -15,6 +15,7 @@
 //! - [`secret`]: shared secrets with the strength rules of production.
 
 pub mod access;
+pub mod assertion;
 pub mod bearer;
 pub mod csrf;
 pub mod keys;
