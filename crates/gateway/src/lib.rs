@@ -1,0 +1,1 @@
+//! The Gatehouse API gateway (being built; see issue 3).
