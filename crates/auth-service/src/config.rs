@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use tokens::{CsrfKey, RefreshKey, SigningKey};
+use tokens::{CsrfKey, RefreshKey, Secret, SigningKey};
 
 use crate::password::HashParams;
 use crate::store::DatabaseTarget;
@@ -42,6 +42,10 @@ pub struct AuthConfig {
     /// Hashes allowed to wait for a slot before the service answers 503.
     pub hash_queue: usize,
     pub db_max_connections: u32,
+    /// `GATEWAY_SECRET` (and `GATEWAY_SECRET_PREVIOUS`): what internal callers
+    /// such as the gateway's revocation poller sign with. Empty disables
+    /// the internal endpoints.
+    pub internal_secrets: Vec<Secret>,
 }
 
 impl AuthConfig {
@@ -73,6 +77,7 @@ impl AuthConfig {
             hash_concurrency: cores,
             hash_queue: 64 * cores,
             db_max_connections: 16,
+            internal_secrets: Vec::new(),
         }
     }
 }

@@ -121,6 +121,12 @@ async fn sessions_are_revoked_singly_or_all_but_one(backend: Backend) {
     assert_eq!(s.revoke_user_sessions(u.user_id, None, "logout_all", 300).await.unwrap(), 1);
     assert!(s.list_active_sessions(u.user_id, 150).await.unwrap().is_empty());
     assert!(s.find_session(o.session_id).await.unwrap().unwrap().is_active(150), "other users untouched");
+    // The revocation feed lists them by revocation time.
+    let feed = s.revoked_sessions_since(0, 100).await.unwrap();
+    assert_eq!(feed.iter().map(|r| r.revoked_at).collect::<Vec<_>>(), vec![200, 300, 300]);
+    assert_eq!(feed[0].session_id, a.session_id);
+    assert_eq!(s.revoked_sessions_since(250, 100).await.unwrap().len(), 2);
+    assert_eq!(s.revoked_sessions_since(0, 1).await.unwrap().len(), 1);
     // Expired sessions are not listed.
     let d = s.create_session(&new_session(u.user_id, 100)).await.unwrap();
     assert!(s.list_active_sessions(u.user_id, d.expires_at).await.unwrap().is_empty());

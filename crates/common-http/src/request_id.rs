@@ -29,8 +29,9 @@ pub fn is_valid_request_id(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-/// Middleware: assign the id, open the span, log the request, echo the id.
-pub async fn assign_request_id(mut req: Request, next: Next) -> Response {
+/// Middleware: keep a valid client id or mint one, open the span, log the
+/// request, echo the id.
+pub async fn assign_request_id(req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get(REQUEST_ID_HEADER)
@@ -38,6 +39,25 @@ pub async fn assign_request_id(mut req: Request, next: Next) -> Response {
         .filter(|v| is_valid_request_id(v))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    run_with_request_id(req, next, id).await
+}
+
+/// The header carrying the client's own request id when the gateway minted another.
+pub const CLIENT_REQUEST_ID_HEADER: &str = "x-client-request-id";
+
+/// Middleware for the gateway: always mint a new id (API.md: a client-chosen
+/// id would let a client make a downstream replay check refuse its own
+/// requests); a valid client id travels on as `X-Client-Request-ID`.
+pub async fn mint_request_id(mut req: Request, next: Next) -> Response {
+    let client_id = req.headers_mut().remove(REQUEST_ID_HEADER);
+    req.headers_mut().remove(CLIENT_REQUEST_ID_HEADER);
+    if let Some(v) = client_id.filter(|v| v.to_str().is_ok_and(is_valid_request_id)) {
+        req.headers_mut().insert(CLIENT_REQUEST_ID_HEADER, v);
+    }
+    run_with_request_id(req, next, uuid::Uuid::new_v4().to_string()).await
+}
+
+async fn run_with_request_id(mut req: Request, next: Next, id: String) -> Response {
     if let Ok(v) = HeaderValue::from_str(&id) {
         req.headers_mut().insert(REQUEST_ID_HEADER, v);
     }

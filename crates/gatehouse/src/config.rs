@@ -16,9 +16,17 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use auth_service::AuthConfig;
 use auth_service::store::DatabaseTarget;
-use tokens::{Algorithm, CsrfKey, RefreshKey, Secret, SigningKey};
+use gateway::GatewayConfig;
+use gateway::client_ip::Cidr;
+use gateway::keys::{KeySourceConfig, VerifyingKeysHolder};
+use gateway::rate_limit::Quota;
+use gateway::revocation::RevocationConfig;
+use gateway::routes::{RouteTable, ServiceUrls};
+use tokens::{Algorithm, CsrfKey, RefreshKey, Secret, SigningKey, VerifyingKeys};
 
 /// A configuration problem, phrased as what to set.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +71,8 @@ pub struct Settings {
     pub port: Option<u16>,
     /// `AUTH_PORT`, the auth service's port in `up`.
     pub auth_port: u16,
+    /// `GATEWAY_PORT`, the gateway's port in `up`.
+    pub gateway_port: u16,
     pub drain_timeout_secs: u64,
     vars: HashMap<String, String>,
 }
@@ -112,6 +122,7 @@ impl Settings {
             bind_address,
             port: parse_opt(&vars, "PORT")?,
             auth_port: parse_or(&vars, "AUTH_PORT", 8081)?,
+            gateway_port: parse_or(&vars, "GATEWAY_PORT", 8080)?,
             drain_timeout_secs: parse_or(&vars, "SHUTDOWN_DRAIN_TIMEOUT", 30)?,
             vars,
         })
@@ -150,9 +161,7 @@ impl Settings {
     /// The access-token signing key: `JWT_ALGORITHM` with `JWT_SECRET` (HS256)
     /// or `JWT_PRIVATE_KEY_FILE` (RS256, EdDSA).
     fn signing_key(&self) -> Result<SigningKey, ConfigError> {
-        let name = self.get("JWT_ALGORITHM").unwrap_or_else(|| "RS256".to_owned());
-        let algorithm =
-            Algorithm::parse(&name).ok_or_else(|| err("JWT_ALGORITHM must be one of HS256, RS256, EdDSA"))?;
+        let algorithm = self.jwt_algorithm()?;
         if algorithm == Algorithm::Hs256 {
             let secret = self.secret("JWT_SECRET", Algorithm::Hs256.key_file_name())?;
             return SigningKey::hs256(&secret).map_err(|e| err(format!("JWT_SECRET: {e}")));
@@ -174,17 +183,23 @@ impl Settings {
             .map_err(|e| err(format!("JWT_PRIVATE_KEY_FILE ({}): {e}", path.display())))
     }
 
-    /// `GATEWAY_SECRET` is not used by the auth service yet, but a weak or
-    /// placeholder value is refused already, so a bad deployment fails early.
-    fn check_gateway_secret(&self) -> Result<(), ConfigError> {
-        for var in ["GATEWAY_SECRET", "GATEWAY_SECRET_PREVIOUS"] {
-            if let Some(value) = self.get(var) {
-                Secret::parse(&value).map_err(|e| {
-                    err(format!("{var} {e}; set {var} to at least 32 random bytes (e.g. `openssl rand -base64 48`)"))
-                })?;
-            }
+    /// `GATEWAY_SECRET` then `GATEWAY_SECRET_PREVIOUS`, each refused if short
+    /// or a placeholder. Generated in development; in production the
+    /// gateway requires it, the auth service only uses it when set (for its
+    /// internal endpoints).
+    fn gateway_secrets(&self, required: bool) -> Result<Vec<Secret>, ConfigError> {
+        let mut secrets = Vec::new();
+        if required || self.get("GATEWAY_SECRET").is_some() || self.may_generate_keys() {
+            secrets.push(self.secret("GATEWAY_SECRET", "gateway_secret")?);
         }
-        Ok(())
+        if let Some(previous) = self.get("GATEWAY_SECRET_PREVIOUS") {
+            secrets.push(Secret::parse(&previous).map_err(|e| {
+                err(format!(
+                    "GATEWAY_SECRET_PREVIOUS {e}; set GATEWAY_SECRET_PREVIOUS to the previous GATEWAY_SECRET or unset it"
+                ))
+            })?);
+        }
+        Ok(secrets)
     }
 
     /// The auth service's configuration; loads (or, where allowed, generates) its keys.
@@ -192,12 +207,13 @@ impl Settings {
     /// # Errors
     /// [`ConfigError`] naming the variable to set.
     pub fn auth_config(&self) -> Result<AuthConfig, ConfigError> {
-        self.check_gateway_secret()?;
+        let internal_secrets = self.gateway_secrets(false)?;
         let signing_key = Arc::new(self.signing_key()?);
         let refresh_key = RefreshKey::new(self.secret("REFRESH_TOKEN_SECRET", "refresh_token_secret")?);
         let csrf_key = CsrfKey::new(self.secret("CSRF_SECRET", "csrf_secret")?);
         let mut c = AuthConfig::new(self.database.clone(), signing_key, refresh_key, csrf_key);
         c.secure_cookies = self.environment == Environment::Production;
+        c.internal_secrets = internal_secrets;
         if let Some(v) = self.get("JWT_ISSUER") {
             c.issuer = v;
         }
@@ -213,6 +229,107 @@ impl Settings {
         c.login_failure_window_secs = bounded(vars, "LOGIN_FAILURE_WINDOW", c.login_failure_window_secs, 1, 86_400)?;
         c.db_max_connections = parse_or(vars, "DB_MAX_CONNECTIONS", c.db_max_connections)?;
         Ok(c)
+    }
+
+    fn jwt_algorithm(&self) -> Result<Algorithm, ConfigError> {
+        let name = self.get("JWT_ALGORITHM").unwrap_or_else(|| "RS256".to_owned());
+        Algorithm::parse(&name).ok_or_else(|| err("JWT_ALGORITHM must be one of HS256, RS256, EdDSA"))
+    }
+
+    /// The gateway's configuration. In `up`, `AUTH_SERVICE_URL` defaults to
+    /// the auth service of the same process.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the variable to set.
+    pub fn gateway_config(&self) -> Result<GatewayConfig, ConfigError> {
+        let local = |port: u16| format!("http://127.0.0.1:{port}");
+        let urls = ServiceUrls {
+            auth: self.get("AUTH_SERVICE_URL").unwrap_or_else(|| local(self.auth_port)),
+            users: self.get("USER_SERVICE_URL").unwrap_or_else(|| local(8082)),
+            payments: self.get("PAYMENT_SERVICE_URL").unwrap_or_else(|| local(8083)),
+            notifications: self.get("NOTIFICATION_SERVICE_URL").unwrap_or_else(|| local(8084)),
+        };
+        let routes = match self.get("GATEHOUSE_CONFIG") {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| err(format!("GATEHOUSE_CONFIG: cannot read {path}: {e}")))?;
+                RouteTable::from_toml(&text).map_err(|e| err(format!("GATEHOUSE_CONFIG ({path}): {e}")))?
+            }
+            None => RouteTable::defaults(&urls).map_err(|e| err(e.0))?,
+        };
+        let keys = if self.jwt_algorithm()? == Algorithm::Hs256 {
+            let key = SigningKey::hs256(&self.secret("JWT_SECRET", Algorithm::Hs256.key_file_name())?)
+                .map_err(|e| err(format!("JWT_SECRET: {e}")))?;
+            KeySourceConfig::Static(VerifyingKeysHolder(VerifyingKeys::new([key.verifying_key()])))
+        } else {
+            let url = self
+                .get("JWKS_URL")
+                .unwrap_or_else(|| format!("{}/.well-known/jwks.json", urls.auth.trim_end_matches('/')));
+            let url = url.parse().map_err(|_| err("JWKS_URL (or AUTH_SERVICE_URL) is not a valid URL"))?;
+            KeySourceConfig::Jwks { url, min_refetch_interval: Duration::from_secs(5) }
+        };
+        let secrets = self.gateway_secrets(true)?;
+        let csrf_key = CsrfKey::new(self.secret("CSRF_SECRET", "csrf_secret")?);
+        let mut c = GatewayConfig::new(routes, keys, csrf_key, secrets);
+        if let Some(v) = self.get("JWT_ISSUER") {
+            c.issuer = v;
+        }
+        if let Some(v) = self.get("JWT_AUDIENCE") {
+            c.audience = v;
+        }
+        if let Some(origins) = self.get("CORS_ALLOWED_ORIGINS") {
+            c.cors_origins = origins.split(',').map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect();
+            if c.cors_origins.iter().any(|o| o == "*") {
+                return Err(err("CORS_ALLOWED_ORIGINS must list origins; `*` is not allowed with credentials"));
+            }
+        }
+        if let Some(list) = self.get("TRUSTED_PROXIES") {
+            c.trusted_proxies = list
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| s.parse::<Cidr>().map_err(|e| err(format!("TRUSTED_PROXIES: {e}"))))
+                .collect::<Result<_, _>>()?;
+        }
+        let vars = &self.vars;
+        let quota = |per: &str, burst: &str, d: Quota| -> Result<Quota, ConfigError> {
+            let per_minute = parse_or(vars, per, d.per_minute)?;
+            let burst = parse_or(vars, burst, d.burst)?;
+            if per_minute == 0 || burst == 0 {
+                return Err(err(format!("{per} and {burst} must be positive")));
+            }
+            Ok(Quota { per_minute, burst })
+        };
+        c.ip_quota = quota("RATE_LIMIT_PER_MINUTE", "RATE_LIMIT_BURST", c.ip_quota)?;
+        c.auth_ip_quota = quota("AUTH_RATE_LIMIT_PER_MINUTE", "AUTH_RATE_LIMIT_BURST", c.auth_ip_quota)?;
+        c.user_quota = quota("USER_RATE_LIMIT_PER_MINUTE", "USER_RATE_LIMIT_BURST", c.user_quota)?;
+        c.redis_url = self.redis_url();
+        if let Some(prefix) = self.get("REDIS_KEY_PREFIX") {
+            c.redis_prefix = prefix;
+        }
+        c.body_limit = parse_or(vars, "GATEWAY_BODY_LIMIT", c.body_limit)?;
+        c.connect_timeout = Duration::from_millis(parse_or(vars, "UPSTREAM_CONNECT_TIMEOUT_MS", 2000)?);
+        c.response_timeout = Duration::from_millis(parse_or(vars, "UPSTREAM_TIMEOUT_MS", 30_000)?);
+        let feed = format!("{}/internal/revocations", urls.auth.trim_end_matches('/'));
+        let access_ttl = parse_or(vars, "ACCESS_TOKEN_TTL", 900u64)?;
+        c.revocation = Some(RevocationConfig {
+            feed_url: feed.parse().map_err(|_| err("AUTH_SERVICE_URL is not a valid URL"))?,
+            poll_interval: Duration::from_millis(parse_or(vars, "REVOCATION_POLL_INTERVAL_MS", 1000)?),
+            max_staleness: Duration::from_secs(parse_or(vars, "REVOCATION_MAX_STALENESS", 5)?),
+            fail_open: parse_or(vars, "REVOCATION_FAIL_OPEN", false)?,
+            retain_for: Duration::from_secs(access_ttl + 60),
+        });
+        Ok(c)
+    }
+
+    /// `REDIS_URL`, or the seed's `REDIS_ADDR` (+ `REDIS_PASSWORD`).
+    fn redis_url(&self) -> Option<String> {
+        self.get("REDIS_URL").or_else(|| {
+            let addr = self.get("REDIS_ADDR")?;
+            Some(match self.get("REDIS_PASSWORD") {
+                Some(p) => format!("redis://:{p}@{addr}"),
+                None => format!("redis://{addr}"),
+            })
+        })
     }
 
     /// Creates `DATA_DIR` when the embedded database or generated keys live there.

@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use std::future::Future as _;
+
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use config::{Mode, Settings};
@@ -28,10 +31,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every service in one process (auth on :8081), SQLite under DATA_DIR
+    /// Run every service in one process (gateway :8080, auth :8081), SQLite under DATA_DIR
     Up,
     /// Run the auth service alone (PORT, default 8081)
     Auth,
+    /// Run the API gateway alone (PORT, default 8080)
+    Gateway,
     /// Apply the database migrations to DATABASE_URL and exit
     Migrate,
 }
@@ -64,12 +69,23 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Migrate => migrate(&settings).await,
         Command::Auth => {
-            let addr = settings.listen_addr(8081);
-            run_services(&settings, addr).await
+            let shutdown = CancellationToken::new();
+            let auth = start_auth(&settings, settings.listen_addr(8081), &shutdown).await?;
+            supervise(vec![auth], shutdown, &settings).await
+        }
+        Command::Gateway => {
+            let shutdown = CancellationToken::new();
+            let gateway = start_gateway(&settings, settings.listen_addr(8080), &shutdown).await?;
+            supervise(vec![gateway], shutdown, &settings).await
         }
         Command::Up => {
-            let addr = SocketAddr::new(settings.bind_address, settings.auth_port);
-            run_services(&settings, addr).await
+            let shutdown = CancellationToken::new();
+            // The auth service first: the gateway fetches its JWKS at start.
+            let auth =
+                start_auth(&settings, SocketAddr::new(settings.bind_address, settings.auth_port), &shutdown).await?;
+            let gateway_addr = SocketAddr::new(settings.bind_address, settings.gateway_port);
+            let gateway = start_gateway(&settings, gateway_addr, &shutdown).await?;
+            supervise(vec![auth, gateway], shutdown, &settings).await
         }
     }
 }
@@ -86,44 +102,91 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the services, then waits for SIGTERM/SIGINT and drains them.
-async fn run_services(settings: &Settings, auth_addr: SocketAddr) -> anyhow::Result<()> {
+/// A running service task.
+struct Service {
+    name: &'static str,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+async fn bind(name: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("{name}: cannot listen on {addr}"))?;
+    tracing::info!(service = name, addr = %listener.local_addr().unwrap_or(addr), "listening");
+    Ok(listener)
+}
+
+async fn start_auth(settings: &Settings, addr: SocketAddr, shutdown: &CancellationToken) -> anyhow::Result<Service> {
     // Validate everything before creating anything on disk.
     let auth_config = settings.auth_config().context("configuration error")?;
     settings.ensure_data_dir().context("configuration error")?;
     let state = auth_service::build_state(auth_config)
         .await
         .context("could not open the auth database (check DATABASE_URL)")?;
-    let listener = TcpListener::bind(auth_addr).await.with_context(|| format!("cannot listen on {auth_addr}"))?;
     tracing::info!(
-        service = "auth-service",
-        addr = %listener.local_addr().unwrap_or(auth_addr),
         backend = ?state.store.backend(),
         algorithm = state.config.signing_key.algorithm().as_str(),
         kid = state.config.signing_key.kid(),
-        "listening"
+        "auth-service ready"
     );
+    let listener = bind("auth-service", addr).await?;
+    Ok(Service { name: "auth-service", task: tokio::spawn(auth_service::serve(state, listener, shutdown.clone())) })
+}
 
-    let shutdown = CancellationToken::new();
-    let mut auth = tokio::spawn(auth_service::serve(state, listener, shutdown.clone()));
-    tokio::select! {
+async fn start_gateway(settings: &Settings, addr: SocketAddr, shutdown: &CancellationToken) -> anyhow::Result<Service> {
+    let config = settings.gateway_config().context("configuration error")?;
+    let state = gateway::build_state(config).await.context("could not start the gateway")?;
+    if !state.keys().is_loaded() {
+        tracing::warn!("no signing keys yet (is the auth service up?); /ready fails until the JWKS loads");
+    }
+    let listener = bind("api-gateway", addr).await?;
+    Ok(Service { name: "api-gateway", task: tokio::spawn(gateway::serve(state, listener, shutdown.clone())) })
+}
+
+/// Waits for SIGTERM/SIGINT (or a service failing), then drains every service.
+async fn supervise(services: Vec<Service>, shutdown: CancellationToken, settings: &Settings) -> anyhow::Result<()> {
+    let names: Vec<&'static str> = services.iter().map(|s| s.name).collect();
+    let mut tasks: Vec<_> = services.into_iter().map(|s| s.task).collect();
+    let failed = tokio::select! {
         () = common_http::serve::shutdown_signal() => {
             tracing::info!("shutdown requested; draining requests in flight");
+            None
         }
-        result = &mut auth => {
-            // A service ending on its own is a failure: report it by name.
-            return Err(anyhow::anyhow!("auth-service stopped unexpectedly: {result:?}"));
-        }
-    }
+        (result, index, _) = futures_select_all(&mut tasks) => Some((names[index], result)),
+    };
     shutdown.cancel();
+    if let Some((name, result)) = failed {
+        return Err(anyhow::anyhow!("{name} stopped unexpectedly: {result:?}"));
+    }
     let drain = Duration::from_secs(settings.drain_timeout_secs);
-    match tokio::time::timeout(drain, auth).await {
-        Ok(Ok(Ok(()))) => {
-            tracing::info!("stopped");
-            Ok(())
+    let all = async {
+        for (name, task) in names.iter().zip(tasks) {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(anyhow::Error::from(e).context(format!("{name} failed while draining"))),
+                Err(e) => return Err(anyhow::Error::from(e).context(format!("{name} task failed"))),
+            }
         }
-        Ok(Ok(Err(e))) => Err(e).context("auth-service failed while draining"),
-        Ok(Err(e)) => Err(e).context("auth-service task failed"),
+        Ok(())
+    };
+    match tokio::time::timeout(drain, all).await {
+        Ok(result) => {
+            tracing::info!("stopped");
+            result
+        }
         Err(_) => Err(anyhow::anyhow!("requests still in flight after {}s; exiting", drain.as_secs())),
     }
+}
+
+/// The first of `tasks` to finish, with its index.
+async fn futures_select_all(
+    tasks: &mut [JoinHandle<std::io::Result<()>>],
+) -> (Result<std::io::Result<()>, tokio::task::JoinError>, usize, ()) {
+    std::future::poll_fn(|cx| {
+        for (i, task) in tasks.iter_mut().enumerate() {
+            if let std::task::Poll::Ready(result) = std::pin::Pin::new(task).poll(cx) {
+                return std::task::Poll::Ready((result, i, ()));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }

@@ -149,6 +149,7 @@ pub fn test_auth_config(database: DatabaseTarget) -> AuthConfig {
     );
     config.secure_cookies = false;
     config.db_max_connections = 8;
+    config.internal_secrets = vec![Secret::generate().unwrap()];
     config
 }
 
@@ -240,4 +241,138 @@ pub async fn spawn_auth_with(backend: Backend, adjust: impl FnOnce(&mut AuthConf
 /// A unique email for a test.
 pub fn unique_email(prefix: &str) -> String {
     format!("{prefix}-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+/// What the recording upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// Path and query as received.
+    pub uri: String,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// A small upstream that records every request and answers 200 with a JSON
+/// echo. `/…/slow` answers after 3 s; `/…/status/NNN` answers with status NNN.
+pub struct RecordingUpstream {
+    pub base_url: String,
+    pub seen: Arc<std::sync::Mutex<Vec<Recorded>>>,
+}
+
+impl RecordingUpstream {
+    pub async fn spawn() -> Self {
+        use axum::extract::Request;
+        let seen: Arc<std::sync::Mutex<Vec<Recorded>>> = Arc::default();
+        let log = Arc::clone(&seen);
+        let app = axum::Router::new().fallback(move |req: Request| {
+            let log = Arc::clone(&log);
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = axum::body::to_bytes(body, 16 << 20).await.unwrap_or_default().to_vec();
+                let uri = parts.uri.to_string();
+                let mut headers = reqwest::header::HeaderMap::new();
+                for (k, v) in &parts.headers {
+                    headers.append(k.clone(), v.clone());
+                }
+                log.lock().unwrap().push(Recorded {
+                    method: parts.method.to_string(),
+                    uri: uri.clone(),
+                    headers,
+                    body,
+                });
+                if uri.ends_with("/slow") {
+                    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                }
+                let status = uri
+                    .rsplit_once("/status/")
+                    .and_then(|(_, code)| code.parse::<u16>().ok())
+                    .and_then(|c| axum::http::StatusCode::from_u16(c).ok())
+                    .unwrap_or(axum::http::StatusCode::OK);
+                let mut response = axum::response::IntoResponse::into_response((
+                    status,
+                    axum::Json(json!({"upstream": "recording", "uri": uri})),
+                ));
+                response.headers_mut().insert("server", "nginx/1.0 (leaky)".parse().unwrap());
+                response.headers_mut().insert("access-control-allow-origin", "*".parse().unwrap());
+                response
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { base_url: format!("http://{addr}"), seen }
+    }
+
+    pub fn last(&self) -> Recorded {
+        self.seen.lock().unwrap().last().cloned().expect("the upstream saw no request")
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+/// A gateway configuration for tests: auth routes to `auth_url`, the three
+/// protected services to `upstream_url`, keys from the auth service's JWKS,
+/// a fresh gateway secret, and generous rate limits.
+pub fn test_gateway_config(auth: &TestApp, upstream_url: &str) -> gateway::GatewayConfig {
+    use gateway::keys::KeySourceConfig;
+    use gateway::rate_limit::Quota;
+    use gateway::routes::{RouteTable, ServiceUrls};
+    let urls = ServiceUrls {
+        auth: auth.base_url.clone(),
+        users: upstream_url.to_owned(),
+        payments: upstream_url.to_owned(),
+        notifications: upstream_url.to_owned(),
+    };
+    let jwks = format!("{}/.well-known/jwks.json", auth.base_url).parse().unwrap();
+    let mut config = gateway::GatewayConfig::new(
+        RouteTable::defaults(&urls).unwrap(),
+        KeySourceConfig::Jwks { url: jwks, min_refetch_interval: std::time::Duration::from_secs(5) },
+        auth.state.config.csrf_key.clone(),
+        auth.state.config.internal_secrets.clone(),
+    );
+    config.revocation = Some(gateway::revocation::RevocationConfig {
+        feed_url: format!("{}/internal/revocations", auth.base_url).parse().unwrap(),
+        poll_interval: std::time::Duration::from_millis(250),
+        max_staleness: std::time::Duration::from_secs(5),
+        fail_open: false,
+        retain_for: std::time::Duration::from_secs(960),
+    });
+    config.ip_quota = Quota { per_minute: 60_000, burst: 1000 };
+    config.auth_ip_quota = Quota { per_minute: 60_000, burst: 1000 };
+    config.user_quota = Quota { per_minute: 60_000, burst: 1000 };
+    config.response_timeout = std::time::Duration::from_secs(1);
+    config.connect_timeout = std::time::Duration::from_millis(500);
+    config
+}
+
+/// A running gateway.
+pub struct TestGateway {
+    pub base_url: String,
+    pub state: gateway::GatewayState,
+    pub client: reqwest::Client,
+    pub shutdown: CancellationToken,
+}
+
+impl TestGateway {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+}
+
+/// Spawns the gateway on `127.0.0.1:0`.
+pub async fn spawn_gateway(config: gateway::GatewayConfig) -> TestGateway {
+    let state = gateway::build_state(config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(gateway::serve(state.clone(), listener, shutdown.clone()));
+    TestGateway {
+        base_url: format!("http://{addr}"),
+        state,
+        client: reqwest::Client::builder().build().unwrap(),
+        shutdown,
+    }
 }

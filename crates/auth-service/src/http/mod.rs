@@ -8,6 +8,7 @@
 mod account;
 mod cookies;
 mod extract;
+pub mod internal;
 mod sessions;
 mod tokens_api;
 
@@ -51,6 +52,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(auth)
         .route("/.well-known/jwks.json", get(jwks))
+        .route("/internal/revocations", get(internal::revocation_feed))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))

@@ -17,13 +17,14 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::account::UserView;
-use super::cookies::{clear_csrf_cookie, csrf_cookie, set_csrf_cookie};
+use super::cookies::{clear_csrf_cookie, set_csrf_cookie};
 use super::{AuthUser, ClientInfo};
 use crate::audit::{self, Event, EventKind};
 use crate::domain::{Email, MAX_PASSWORD_CHARS};
 use crate::state::AppState;
 use crate::store::{NewSession, Session};
 use crate::throttle;
+use common_http::cookies::{CSRF_COOKIE, cookie_value};
 
 const INVALID_CREDENTIALS: &str = "Invalid credentials";
 const INVALID_REFRESH: &str = "Invalid or expired refresh token";
@@ -269,7 +270,7 @@ pub async fn verify_token(
     headers: HeaderMap,
 ) -> Json<serde_json::Value> {
     let header_token = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
-    let cookie_token = csrf_cookie(&headers);
+    let cookie_token = cookie_value(&headers, CSRF_COOKIE);
     let csrf_valid = match (header_token, cookie_token.as_deref()) {
         (Some(h), Some(c)) => {
             tokens::csrf::tokens_equal(h, c) && state.config.csrf_key.verify(&caller.session_id.to_string(), h)

@@ -118,6 +118,13 @@ impl Session {
     }
 }
 
+/// One entry of the revocation feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct RevokedSession {
+    pub session_id: Uuid,
+    pub revoked_at: i64,
+}
+
 /// A new session to insert (its counter starts at 0).
 pub struct NewSession {
     pub session_id: Uuid,
@@ -200,6 +207,9 @@ pub trait Store: Send + Sync + 'static {
         reason: &str,
         now: i64,
     ) -> Result<u64, StoreError>;
+    /// Sessions revoked at or after `since`, oldest revocation first, at most
+    /// `limit`: the revocation feed the gateway polls.
+    async fn revoked_sessions_since(&self, since: i64, limit: i64) -> Result<Vec<RevokedSession>, StoreError>;
     /// The user's sessions that are neither revoked nor expired, newest first.
     async fn list_active_sessions(&self, user_id: Uuid, now: i64) -> Result<Vec<Session>, StoreError>;
 

@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{AuditEvent, Backend, FailureCount, NewSession, NewUser, Session, Store, StoreError, User};
+use super::{AuditEvent, Backend, FailureCount, NewSession, NewUser, RevokedSession, Session, Store, StoreError, User};
 
 const USER_COLUMNS: &str = "user_id, email, password_hash, name, active, created_at, updated_at";
 const SESSION_COLUMNS: &str = "session_id, user_id, refresh_counter, created_at, last_rotated_at, expires_at, \
@@ -212,6 +212,22 @@ macro_rules! impl_store {
                 .execute(&self.pool)
                 .await?;
                 Ok(done.rows_affected())
+            }
+
+            async fn revoked_sessions_since(
+                &self,
+                since: i64,
+                limit: i64,
+            ) -> Result<Vec<RevokedSession>, StoreError> {
+                Ok(sqlx::query_as::<_, RevokedSession>(
+                    "select session_id, revoked_at from auth_session \
+                     where revoked_at is not null and revoked_at >= $1 \
+                     order by revoked_at, session_id limit $2",
+                )
+                .bind(since)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
             }
 
             async fn list_active_sessions(&self, user_id: Uuid, now: i64) -> Result<Vec<Session>, StoreError> {

@@ -106,3 +106,43 @@ backend_tests!(
     unknown_routes_and_methods_get_json_errors,
     security_events_are_audited,
 );
+
+/// The revocation feed answers only a caller that signs with the gateway secret.
+#[tokio::test]
+async fn the_revocation_feed_needs_a_signed_internal_call() {
+    use tokens::assertion::Assertion;
+    let (app, _db) = spawn_default_auth(Backend::Sqlite).await;
+    let login = app.signed_in_user(&unique_email("feed")).await;
+    app.post_json("/auth/logout", &json!({"refresh_token": login["refresh_token"]})).await;
+    let sid = app.state.verifier.verify(login["access_token"].as_str().unwrap()).unwrap().sid;
+    let call = |secret: tokens::Secret, path: &'static str| {
+        let now = app.state.now();
+        let rid = uuid::Uuid::new_v4().to_string();
+        let a = Assertion {
+            timestamp: now,
+            method: "GET",
+            path_and_query: path,
+            request_id: &rid,
+            user_id: "gatehouse-internal",
+            email: "",
+        };
+        app.client
+            .get(app.url(path))
+            .header("X-Request-ID", rid.clone())
+            .header("X-Gateway-Timestamp", now.to_string())
+            .header("X-Gateway-Signature", a.sign(&[secret]))
+            .send()
+    };
+    let unsigned = app.client.get(app.url("/internal/revocations?since=0")).send().await.unwrap();
+    assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
+    let wrong = call(tokens::Secret::generate().unwrap(), "/internal/revocations?since=0").await.unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let secret = app.state.config.internal_secrets[0].clone();
+    let ok = call(secret.clone(), "/internal/revocations?since=0").await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let body: Value = ok.json().await.unwrap();
+    assert_eq!(body["revoked"][0]["session_id"], sid);
+    assert_eq!(body["complete"], true);
+    let bad = call(secret, "/internal/revocations?since=yesterday").await.unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}

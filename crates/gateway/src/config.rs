@@ -1,0 +1,72 @@
+//! The gateway's typed configuration, built by the `gatehouse` binary from
+//! the environment (or by tests directly).
+
+use std::time::Duration;
+
+use tokens::{CsrfKey, Secret};
+
+use crate::client_ip::Cidr;
+use crate::keys::KeySourceConfig;
+use crate::rate_limit::Quota;
+use crate::revocation::RevocationConfig;
+use crate::routes::RouteTable;
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub routes: RouteTable,
+    pub keys: KeySourceConfig,
+    pub issuer: String,
+    pub audience: String,
+    pub csrf_key: CsrfKey,
+    /// `GATEWAY_SECRET` first, then `GATEWAY_SECRET_PREVIOUS` while rotating:
+    /// the identity assertion is signed with each.
+    pub gateway_secrets: Vec<Secret>,
+    /// `CORS_ALLOWED_ORIGINS`, exact matches.
+    pub cors_origins: Vec<String>,
+    pub trusted_proxies: Vec<Cidr>,
+    /// Per client IP, every route.
+    pub ip_quota: Quota,
+    /// Per client IP on login, register and refresh, in addition.
+    pub auth_ip_quota: Quota,
+    /// Per user on protected routes, in addition.
+    pub user_quota: Quota,
+    /// `REDIS_URL`: shared rate limits; in-process when `None`.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key (`REDIS_KEY_PREFIX`), so deployments and
+    /// test runs sharing a Redis stay apart.
+    pub redis_prefix: String,
+    /// Keys the in-process limiter may hold.
+    pub limiter_max_keys: usize,
+    pub body_limit: usize,
+    pub connect_timeout: Duration,
+    /// Time allowed for the upstream's response headers.
+    pub response_timeout: Duration,
+    /// The revocation feed to poll; `None` trusts tokens until they expire.
+    pub revocation: Option<RevocationConfig>,
+}
+
+impl GatewayConfig {
+    /// The documented defaults around the given routes, keys and secrets.
+    pub fn new(routes: RouteTable, keys: KeySourceConfig, csrf_key: CsrfKey, gateway_secrets: Vec<Secret>) -> Self {
+        Self {
+            routes,
+            keys,
+            issuer: "gatehouse".to_owned(),
+            audience: "gatehouse".to_owned(),
+            csrf_key,
+            gateway_secrets,
+            cors_origins: vec!["http://localhost:3000".to_owned(), "http://localhost:8080".to_owned()],
+            trusted_proxies: Vec::new(),
+            ip_quota: Quota { per_minute: 100, burst: 10 },
+            auth_ip_quota: Quota { per_minute: 20, burst: 5 },
+            user_quota: Quota { per_minute: 600, burst: 50 },
+            redis_url: None,
+            redis_prefix: "gatehouse".to_owned(),
+            limiter_max_keys: 100_000,
+            body_limit: 1024 * 1024,
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(30),
+            revocation: None,
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Path normalisation: the one canonical path that is both authorised and
+//! forwarded (ASVS V13.1.1, SEED-FLAWS F18).
+//!
+//! The gateway does not decode and re-encode paths (every decoder disagrees
+//! with some upstream's); it refuses anything whose meaning could differ
+//! between the gateway and a service: dot segments (`.`, `..`, and their
+//! encoded forms), encoded or literal separators (`%2f`, `%5c`, `\`), empty
+//! segments (`//`), NUL (literal or `%00`) and other control characters. A
+//! path that passes is forwarded byte for byte, so what the route table saw
+//! is what the upstream gets.
+
+/// Why a path was refused (400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("the path must start with /")]
+    NotAbsolute,
+    #[error("dot segments are not allowed")]
+    DotSegment,
+    #[error("encoded or backslash separators are not allowed")]
+    EncodedSeparator,
+    #[error("empty path segments are not allowed")]
+    EmptySegment,
+    #[error("control characters are not allowed")]
+    ControlCharacter,
+    #[error("malformed percent-encoding")]
+    BadEncoding,
+}
+
+/// Checks `path` (without query) and returns it unchanged when it is canonical.
+///
+/// # Errors
+/// [`PathError`] naming the rule broken.
+pub fn canonical_path(path: &str) -> Result<&str, PathError> {
+    if !path.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => return Err(PathError::EncodedSeparator),
+            b if b < 0x20 || b == 0x7f => return Err(PathError::ControlCharacter),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).ok_or(PathError::BadEncoding)?;
+                let decoded = std::str::from_utf8(hex)
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or(PathError::BadEncoding)?;
+                match decoded {
+                    b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+                    b'.' => return Err(PathError::DotSegment),
+                    b if b < 0x20 || b == 0x7f => return Err(PathError::ControlCharacter),
+                    _ => {}
+                }
+                i += 3;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    // The root itself is the only path allowed to end in an empty segment.
+    let segments = path[1..].split('/');
+    for (n, segment) in segments.clone().enumerate() {
+        match segment {
+            "." | ".." => return Err(PathError::DotSegment),
+            "" if path != "/" && n + 1 < segments.clone().count() => return Err(PathError::EmptySegment),
+            _ => {}
+        }
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_paths_pass_unchanged() {
+        for p in ["/", "/api/v1/users/profile", "/api/v1/users/", "/api/v1/payments/abc-123", "/a/%41b", "/a/caf%C3%A9"]
+        {
+            assert_eq!(canonical_path(p), Ok(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn ambiguous_paths_are_refused() {
+        let cases = [
+            ("api/v1/users", PathError::NotAbsolute),
+            ("/api/v1/users/../auth/login", PathError::DotSegment),
+            ("/api/v1/users/./profile", PathError::DotSegment),
+            ("/api/v1/users/%2e%2e/admin", PathError::DotSegment),
+            ("/api/v1/users/%2E%2E/admin", PathError::DotSegment),
+            ("/api/v1/users/.%2e/admin", PathError::DotSegment),
+            ("/api/v1/users%2fadmin", PathError::EncodedSeparator),
+            ("/api/v1/users%2Fadmin", PathError::EncodedSeparator),
+            ("/api/v1/users%5cadmin", PathError::EncodedSeparator),
+            ("/api/v1/users\\admin", PathError::EncodedSeparator),
+            ("/api/v1//users/profile", PathError::EmptySegment),
+            ("//api/v1/users", PathError::EmptySegment),
+            ("/api/v1/users/%00", PathError::ControlCharacter),
+            ("/api/v1/users/\0", PathError::ControlCharacter),
+            ("/api/v1/users/%zz", PathError::BadEncoding),
+            ("/api/v1/users/%", PathError::BadEncoding),
+            ("/api/v1/users/..", PathError::DotSegment),
+        ];
+        for (p, e) in cases {
+            assert_eq!(canonical_path(p), Err(e), "{p:?}");
+        }
+    }
+}
