@@ -438,7 +438,21 @@ async fn eventually(within: std::time::Duration, mut f: impl AsyncFnMut() -> boo
 
 #[tokio::test]
 async fn a_logout_reaches_the_gateway_within_five_seconds() {
-    let st = stack().await;
+    revocations_reach_the_gateway_within_five_seconds(stack().await).await;
+}
+
+#[tokio::test]
+async fn a_logout_reaches_a_gateway_on_redis_within_five_seconds() {
+    let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let st = stack_with(|c| {
+        c.redis_url = Some(redis_url());
+        c.redis_prefix = prefix;
+    })
+    .await;
+    revocations_reach_the_gateway_within_five_seconds(st).await;
+}
+
+async fn revocations_reach_the_gateway_within_five_seconds(st: Stack) {
     for end in ["logout", "logout-all", "password"] {
         let login = st.login().await;
         let at = s(&login, "access_token");
@@ -552,4 +566,92 @@ async fn with_redis_down_each_route_takes_its_fail_mode() {
     let r = gw.client.get(gw.url("/api/v1/users/profile")).bearer_auth(s(&login, "access_token")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK, "protected routes fail open");
     assert_eq!(gw.client.get(gw.url("/ready")).send().await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+/// A JWKS endpoint whose key set the test changes, as a key rotation would.
+async fn spawn_jwks(set: std::sync::Arc<std::sync::Mutex<jsonwebtoken::jwk::JwkSet>>) -> String {
+    let app = axum::Router::new().route(
+        "/.well-known/jwks.json",
+        axum::routing::get(move || {
+            let set = set.clone();
+            async move { axum::Json(set.lock().unwrap().clone()) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/.well-known/jwks.json")
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_picked_up_without_restart_and_junk_kids_cannot_force_refetches() {
+    use std::sync::Arc;
+    use tokens::{AccessTokenIssuer, Algorithm, SigningKey};
+    let st = stack().await;
+    let key = |_: u8| {
+        Arc::new(
+            SigningKey::from_pem(Algorithm::EdDsa, SigningKey::generate_pem(Algorithm::EdDsa).unwrap().as_bytes())
+                .unwrap(),
+        )
+    };
+    let (old, new) = (key(0), key(1));
+    let set = Arc::new(std::sync::Mutex::new(tokens::keys::jwks([old.as_ref()])));
+    let url = spawn_jwks(Arc::clone(&set)).await;
+    let mut config = test_gateway_config(&st.auth, &st.upstream.base_url);
+    config.keys = gateway::keys::KeySourceConfig::Jwks {
+        url: url.parse().unwrap(),
+        min_refetch_interval: std::time::Duration::from_secs(1),
+    };
+    config.revocation = None;
+    let gw = spawn_gateway(config).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let token = |k: &Arc<SigningKey>| {
+        AccessTokenIssuer::new(Arc::clone(k), "gatehouse", "gatehouse", 900)
+            .issue("u1", "u1@example.com", "s1", now)
+            .unwrap()
+            .0
+    };
+    let get = |t: String| gw.client.get(gw.url("/api/v1/users/profile")).bearer_auth(t).send();
+    assert_eq!(get(token(&old)).await.unwrap().status(), StatusCode::OK);
+    let fetches = gw.state.keys().fetch_count();
+    // Not published yet: refused after one refetch (once the start-up fetch is
+    // older than the minimum interval).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(get(token(&new)).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(gw.state.keys().fetch_count(), fetches + 1);
+    // A burst of tokens with unknown kids cannot make it refetch again within the interval.
+    for _ in 0..10 {
+        assert_eq!(get(token(&key(2))).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(gw.state.keys().fetch_count(), fetches + 1, "refetches are throttled");
+    // The auth service publishes the new key; the gateway picks it up on the next unknown kid.
+    *set.lock().unwrap() = tokens::keys::jwks([old.as_ref(), new.as_ref()]);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(get(token(&new)).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(get(token(&old)).await.unwrap().status(), StatusCode::OK, "the old key stays valid while published");
+}
+
+#[tokio::test]
+async fn login_register_and_refresh_have_a_tighter_per_ip_limit() {
+    let st = stack_with(|c| c.auth_ip_quota = gateway::rate_limit::Quota { per_minute: 60, burst: 2 }).await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(
+            st.post("/api/v1/auth/login", json!({"email": "x@example.com", "password": "whatever1"})).await.status(),
+        );
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    // Other auth routes share that budget; the JWKS and verify routes do not.
+    let r = st.post("/api/v1/auth/refresh", json!({"refresh_token": "x"})).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let r = st.gateway.client.get(st.gateway.url("/api/v1/auth/verify")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
