@@ -46,6 +46,9 @@ pub struct AuthConfig {
     /// such as the gateway's revocation poller sign with. Empty disables
     /// the internal endpoints.
     pub internal_secrets: Vec<Secret>,
+    /// `TRUSTED_PROXIES`: peers (the gateway) whose `X-Forwarded-For` names
+    /// the client recorded in sessions and the audit log.
+    pub trusted_proxies: Vec<common_http::client_ip::Cidr>,
 }
 
 impl AuthConfig {
@@ -78,6 +81,7 @@ impl AuthConfig {
             hash_queue: 64 * cores,
             db_max_connections: 16,
             internal_secrets: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

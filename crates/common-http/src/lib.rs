@@ -9,6 +9,7 @@
 //! - [`serve`]: serve a router until a cancellation token fires, finishing the
 //!   requests in flight (graceful shutdown).
 
+pub mod client_ip;
 pub mod cookies;
 pub mod error;
 pub mod json;

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use auth_service::AuthConfig;
 use auth_service::store::DatabaseTarget;
+use common_http::client_ip::Cidr;
 use gateway::GatewayConfig;
-use gateway::client_ip::Cidr;
 use gateway::keys::{KeySourceConfig, VerifyingKeysHolder};
 use gateway::rate_limit::Quota;
 use gateway::revocation::RevocationConfig;
@@ -214,6 +214,7 @@ impl Settings {
         let mut c = AuthConfig::new(self.database.clone(), signing_key, refresh_key, csrf_key);
         c.secure_cookies = self.environment == Environment::Production;
         c.internal_secrets = internal_secrets;
+        c.trusted_proxies = self.trusted_proxies(true)?;
         if let Some(v) = self.get("JWT_ISSUER") {
             c.issuer = v;
         }
@@ -283,13 +284,7 @@ impl Settings {
                 return Err(err("CORS_ALLOWED_ORIGINS must list origins; `*` is not allowed with credentials"));
             }
         }
-        if let Some(list) = self.get("TRUSTED_PROXIES") {
-            c.trusted_proxies = list
-                .split(',')
-                .filter(|s| !s.trim().is_empty())
-                .map(|s| s.parse::<Cidr>().map_err(|e| err(format!("TRUSTED_PROXIES: {e}"))))
-                .collect::<Result<_, _>>()?;
-        }
+        c.trusted_proxies = self.trusted_proxies(false)?;
         let vars = &self.vars;
         let quota = |per: &str, burst: &str, d: Quota| -> Result<Quota, ConfigError> {
             let per_minute = parse_or(vars, per, d.per_minute)?;
@@ -319,6 +314,20 @@ impl Settings {
             retain_for: Duration::from_secs(access_ttl + 60),
         });
         Ok(c)
+    }
+
+    /// `TRUSTED_PROXIES`. In `up` the gateway reaches the auth service over
+    /// loopback, so loopback is trusted there unless the variable says otherwise.
+    /// The gateway, at the edge, never gets that default: a local client must
+    /// not pick its own rate-limit bucket.
+    fn trusted_proxies(&self, behind_local_gateway: bool) -> Result<Vec<Cidr>, ConfigError> {
+        let default = if behind_local_gateway && self.mode == Mode::Up { "127.0.0.1/32,::1/128" } else { "" };
+        self.get("TRUSTED_PROXIES")
+            .unwrap_or_else(|| default.to_owned())
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| s.parse::<Cidr>().map_err(|e| err(format!("TRUSTED_PROXIES: {e}"))))
+            .collect()
     }
 
     /// `REDIS_URL`, or the seed's `REDIS_ADDR` (+ `REDIS_PASSWORD`).
@@ -466,6 +475,18 @@ mod tests {
         assert!(c.secure_cookies);
         assert_eq!(c.access_token_ttl_secs, 600);
         assert_eq!(settings.listen_addr(8081).to_string(), "0.0.0.0:8081");
+    }
+
+    #[test]
+    fn in_up_the_auth_service_trusts_the_local_gateway_but_the_gateway_trusts_nobody() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::from_vars(vars(&[("DATA_DIR", dir.path().to_str().unwrap())]), Mode::Up).unwrap();
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(settings.auth_config().unwrap().trusted_proxies.iter().any(|c| c.contains(loopback)));
+        assert!(settings.gateway_config().unwrap().trusted_proxies.is_empty());
+        let d = dir.path().to_str().unwrap();
+        let bad = Settings::from_vars(vars(&[("DATA_DIR", d), ("TRUSTED_PROXIES", "10.0.0.0/99")]), Mode::Up).unwrap();
+        assert!(bad.gateway_config().unwrap_err().0.starts_with("TRUSTED_PROXIES"));
     }
 
     #[test]

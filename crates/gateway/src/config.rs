@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use tokens::{CsrfKey, Secret};
 
-use crate::client_ip::Cidr;
 use crate::keys::KeySourceConfig;
 use crate::rate_limit::Quota;
 use crate::revocation::RevocationConfig;
 use crate::routes::RouteTable;
+use common_http::client_ip::Cidr;
 
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {

@@ -5,7 +5,8 @@
 //! and CSRF token on protected routes, sign the identity assertion and
 //! stream it to the upstream over a pooled client.
 
-pub mod client_ip;
+/// Client addresses and trusted proxies live in `common-http`, shared with the auth service.
+pub use common_http::client_ip;
 pub mod config;
 pub mod keys;
 pub mod path;

@@ -34,11 +34,11 @@ use tokens::assertion::Assertion;
 use tokens::{BearerError, parse_bearer};
 
 use crate::GatewayState;
-use crate::client_ip::client_ip;
 use crate::path::canonical_path;
 use crate::proxy::{remove_hop_by_hop, strip_identity_headers};
 use crate::rate_limit::{Decision, Quota, ceil_secs, ip_key};
 use crate::routes::Route;
+use common_http::client_ip::client_ip;
 
 /// What the phases learn about one request.
 pub struct ProxyCtx {

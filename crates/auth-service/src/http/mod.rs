@@ -77,7 +77,8 @@ async fn ready(State(state): State<AppState>) -> Result<impl IntoResponse, ApiEr
     }
 }
 
-/// Who is calling: the TCP peer's address and a sanitised `User-Agent`, for
+/// Who is calling: the client's address (the TCP peer, or what a trusted
+/// proxy says in `X-Forwarded-For`) and a sanitised `User-Agent`, for
 /// sessions and the audit log.
 #[derive(Debug, Clone, Default)]
 pub struct ClientInfo {
@@ -85,11 +86,15 @@ pub struct ClientInfo {
     pub user_agent: Option<String>,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
+impl FromRequestParts<AppState> for ClientInfo {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip().to_string());
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let trusted = &state.config.trusted_proxies;
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| common_http::client_ip::client_ip(addr.ip(), &parts.headers, trusted).to_string());
         let user_agent = parts.headers.get(header::USER_AGENT).map(|v| sanitize_user_agent(v.as_bytes()));
         Ok(Self { ip, user_agent })
     }
