@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use config::GatewayConfig;
 
@@ -112,6 +113,7 @@ pub fn app(state: GatewayState) -> Router {
         .route("/ready", get(ready))
         .fallback(phases::proxy_request)
         .with_state(state)
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(cors)
         .layer(CatchPanicLayer::custom(common_http::error::panic_response))
         .layer(axum::middleware::from_fn(common_http::request_id::mint_request_id))

@@ -43,6 +43,7 @@ use common_http::client_ip::client_ip;
 /// What the phases learn about one request.
 pub struct ProxyCtx {
     pub request_id: String,
+    pub method: Method,
     pub client_ip: IpAddr,
     pub route: Option<String>,
     pub user_id: Option<String>,
@@ -76,6 +77,7 @@ pub async fn proxy_request(
     let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
     let mut ctx = ProxyCtx {
         request_id,
+        method: parts.method.clone(),
         client_ip: client_ip(peer.ip(), &parts.headers, &state.config().trusted_proxies),
         route: None,
         user_id: None,
@@ -396,7 +398,8 @@ fn rewrite_response(plan: &Plan<'_>, response: hyper::Response<hyper::body::Inco
 fn log_request(ctx: &ProxyCtx, response: &Response) {
     tracing::info!(
         target: "gatehouse::access",
-        route = ctx.route.as_deref().unwrap_or("-"),
+        method = %ctx.method,
+        upstream = ctx.route.as_deref().unwrap_or("-"),
         status = response.status().as_u16(),
         latency_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
         client_ip = %ctx.client_ip,

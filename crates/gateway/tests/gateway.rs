@@ -211,6 +211,7 @@ async fn bad_or_missing_tokens_get_the_seed_messages() {
     for (auth, message) in cases {
         let r = get(auth.clone()).await.unwrap();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
         assert_eq!(r.json::<Value>().await.unwrap()["error"], message, "{auth:?}");
     }
     assert_eq!(st.upstream.count(), 0);
