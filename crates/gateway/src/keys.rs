@@ -5,8 +5,18 @@
 //! (a key rotated in) triggers a refetch, at most once per
 //! `min_refetch_interval`, so a stream of junk tokens cannot make the gateway
 //! hammer the auth service; a failed fetch keeps the keys it had.
+//!
+//! Verification is on every request's path, and a client sends the same
+//! token many times, so verified claims are cached by the token's SHA-256
+//! for at most [`CACHE_TTL`] and never past the token's `exp`. The cache is
+//! bounded ([`CACHE_MAX_ENTRIES`]; cleared when full) and forgotten whenever
+//! the key set changes. Revocation is checked after the cache, on every
+//! request.
 
 use std::sync::{Arc, RwLock};
+
+use dashmap::DashMap;
+use sha2::{Digest as _, Sha256};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -36,8 +46,20 @@ impl std::fmt::Debug for VerifyingKeysHolder {
     }
 }
 
+/// How long verified claims are reused.
+pub const CACHE_TTL: Duration = Duration::from_secs(60);
+/// The most tokens the cache holds.
+pub const CACHE_MAX_ENTRIES: usize = 50_000;
+
+struct CachedClaims {
+    claims: AccessClaims,
+    /// Unix seconds after which the entry is not used.
+    valid_until: i64,
+}
+
 struct Inner {
     verifier: RwLock<Arc<AccessTokenVerifier>>,
+    cache: DashMap<[u8; 32], CachedClaims>,
     jwks_url: Option<Uri>,
     min_refetch_interval: Duration,
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
@@ -63,6 +85,7 @@ impl KeySource {
         };
         let source = Self(Arc::new(Inner {
             verifier: RwLock::new(Arc::new(AccessTokenVerifier::new(keys, issuer, audience, 30))),
+            cache: DashMap::new(),
             jwks_url: url,
             min_refetch_interval: interval,
             last_fetch: tokio::sync::Mutex::new(None),
@@ -100,7 +123,14 @@ impl KeySource {
     /// # Errors
     /// [`VerifyError`] from the verifier.
     pub async fn verify(&self, token: &str) -> Result<AccessClaims, VerifyError> {
-        match self.current().verify(token) {
+        let now = unix_now();
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(hit) = self.0.cache.get(&digest)
+            && hit.valid_until > now
+        {
+            return Ok(hit.claims.clone());
+        }
+        let claims = match self.current().verify(token) {
             Err(VerifyError::UnknownKid) if self.0.jwks_url.is_some() => {
                 if self.refetch(false).await {
                     self.current().verify(token)
@@ -109,7 +139,13 @@ impl KeySource {
                 }
             }
             other => other,
+        }?;
+        if self.0.cache.len() >= CACHE_MAX_ENTRIES {
+            self.0.cache.clear();
         }
+        let valid_until = claims.exp.min(now + CACHE_TTL.as_secs() as i64);
+        self.0.cache.insert(digest, CachedClaims { claims: claims.clone(), valid_until });
+        Ok(claims)
     }
 
     /// Fetches the JWKS unless one was fetched within the minimum interval
@@ -131,6 +167,8 @@ impl KeySource {
                     Ok(mut v) => *v = verifier,
                     Err(poisoned) => *poisoned.into_inner() = verifier,
                 }
+                // A key may have been retired: nothing verified under the old set is reused.
+                self.0.cache.clear();
                 tracing::info!("JWKS refreshed");
                 true
             }
@@ -160,6 +198,10 @@ impl KeySource {
             }
         });
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 async fn fetch_jwks(client: &HttpClient, url: Uri) -> Result<VerifyingKeys, String> {

@@ -630,6 +630,14 @@ async fn a_rotated_key_is_picked_up_without_restart_and_junk_kids_cannot_force_r
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     assert_eq!(get(token(&new)).await.unwrap().status(), StatusCode::OK);
     assert_eq!(get(token(&old)).await.unwrap().status(), StatusCode::OK, "the old key stays valid while published");
+    // Retiring the old key: once the gateway refetches, its tokens are refused
+    // even though they were verified (and cached) before.
+    let old_token = token(&old);
+    assert_eq!(get(old_token.clone()).await.unwrap().status(), StatusCode::OK);
+    *set.lock().unwrap() = tokens::keys::jwks([new.as_ref()]);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(get(token(&key(3))).await.unwrap().status(), StatusCode::UNAUTHORIZED, "triggers a refetch");
+    assert_eq!(get(old_token).await.unwrap().status(), StatusCode::UNAUTHORIZED, "the cache was dropped with the key");
 }
 
 #[tokio::test]
