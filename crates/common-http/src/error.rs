@@ -117,6 +117,19 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Store failures: an unreachable database is a 503 (retry), a unique
+/// violation the caller did not handle a 409, anything else our bug (500,
+/// logged, never shown).
+impl From<db::StoreError> for ApiError {
+    fn from(e: db::StoreError) -> Self {
+        match e {
+            db::StoreError::Unavailable(_) => ApiError::unavailable("database"),
+            db::StoreError::Conflict => ApiError::conflict("Conflict"),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
 /// The JSON 404 for paths no route matches.
 pub async fn route_not_found(uri: axum::http::Uri) -> ApiError {
     // Only the path, truncated: the query may carry tokens, and an echoed
@@ -158,6 +171,13 @@ mod tests {
             body_of(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "x").with_hint("y").with_retry_after(30)).await;
         assert_eq!(body, serde_json::json!({"error": "x", "hint": "y"}));
         assert_eq!(headers[header::RETRY_AFTER], "30");
+    }
+
+    #[test]
+    fn store_errors_map_to_statuses() {
+        assert_eq!(ApiError::from(db::StoreError::Unavailable(sqlx::Error::PoolTimedOut)).status(), 503);
+        assert_eq!(ApiError::from(db::StoreError::Conflict).status(), 409);
+        assert_eq!(ApiError::from(db::StoreError::Database(sqlx::Error::RowNotFound)).status(), 500);
     }
 
     #[tokio::test]

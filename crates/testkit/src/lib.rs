@@ -376,3 +376,22 @@ pub async fn spawn_gateway(config: gateway::GatewayConfig) -> TestGateway {
         shutdown,
     }
 }
+
+/// The status a server answers to an oversized streamed body. A server may
+/// answer 413 and close before the client finished sending, which the
+/// client can see as a broken pipe instead of the answer: such attempts are
+/// retried, any HTTP answer is returned.
+pub async fn status_for_streamed_body<F, Fut>(send: F) -> StatusCode
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<reqwest::Response, reqwest::Error>>,
+{
+    for _ in 0..10 {
+        match send().await {
+            Ok(response) => return response.status(),
+            Err(e) if e.is_request() => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            Err(e) => panic!("unexpected client error: {e}"),
+        }
+    }
+    panic!("every attempt ended in a broken connection, never an HTTP answer")
+}

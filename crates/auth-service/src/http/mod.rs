@@ -27,7 +27,6 @@ pub use extract::AuthUser;
 
 use crate::password::HashError;
 use crate::state::AppState;
-use crate::store::StoreError;
 
 /// Bodies on `/auth/*` are small JSON documents; anything larger is refused (413).
 pub const AUTH_BODY_LIMIT: usize = 16 * 1024;
@@ -106,16 +105,6 @@ fn sanitize_user_agent(raw: &[u8]) -> String {
     raw.iter().take(256).map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '?' }).collect()
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(_) => ApiError::unavailable("database"),
-            StoreError::Conflict => ApiError::conflict("Conflict"),
-            other => ApiError::internal(&other),
-        }
-    }
-}
-
 impl From<HashError> for ApiError {
     fn from(e: HashError) -> Self {
         match e {
@@ -143,8 +132,6 @@ mod tests {
 
     #[test]
     fn store_errors_map_to_statuses() {
-        assert_eq!(ApiError::from(StoreError::Unavailable(sqlx::Error::PoolTimedOut)).status(), 503);
-        assert_eq!(ApiError::from(StoreError::Database(sqlx::Error::RowNotFound)).status(), 500);
         assert_eq!(ApiError::from(HashError::Busy).status(), 503);
     }
 }

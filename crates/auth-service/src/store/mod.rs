@@ -16,51 +16,12 @@
 
 mod sql;
 
-use std::str::FromStr as _;
 use std::sync::Arc;
-use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use uuid::Uuid;
 
+pub use db::{Backend, DatabaseTarget, PoolSettings, StoreError};
 pub use sql::{PgStore, SqliteStore};
-
-/// Which database a store talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Postgres,
-    Sqlite,
-}
-
-/// A failed store operation.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A unique constraint refused the write (an email already registered).
-    #[error("unique constraint violated")]
-    Conflict,
-    /// The database could not be reached or the pool is exhausted.
-    #[error("database unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
-    #[error("database error: {0}")]
-    Database(#[source] sqlx::Error),
-    #[error("migration failed: {0}")]
-    Migration(#[from] sqlx::migrate::MigrateError),
-    #[error("invalid database URL: {0}")]
-    InvalidUrl(String),
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict,
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
-                Self::Unavailable(e)
-            }
-            _ => Self::Database(e),
-        }
-    }
-}
 
 /// An account. `Debug` leaves out the password hash.
 #[derive(Clone, sqlx::FromRow)]
@@ -223,130 +184,15 @@ pub trait Store: Send + Sync + 'static {
     async fn list_audit_events(&self, user_id: Option<Uuid>, limit: i64) -> Result<Vec<AuditEvent>, StoreError>;
 }
 
-/// Where the database is, parsed from `DATABASE_URL` / `DB_DSN`.
-#[derive(Debug, Clone)]
-pub enum DatabaseTarget {
-    Postgres(PgConnectOptions),
-    Sqlite(SqliteConnectOptions),
-}
-
-impl DatabaseTarget {
-    /// Accepts `postgres://…` / `postgresql://…` URLs, `sqlite:…` URLs, and
-    /// the seed's libpq key/value DSN (`host=… user=… dbname=… sslmode=…`).
-    ///
-    /// # Errors
-    /// [`StoreError::InvalidUrl`] with a message that never echoes a password.
-    pub fn parse(url: &str) -> Result<Self, StoreError> {
-        let url = url.trim();
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return PgConnectOptions::from_str(url)
-                .map(Self::Postgres)
-                .map_err(|_| StoreError::InvalidUrl("not a valid postgres:// URL".into()));
-        }
-        if url.starts_with("sqlite:") {
-            return SqliteConnectOptions::from_str(url)
-                .map(Self::Sqlite)
-                .map_err(|_| StoreError::InvalidUrl("not a valid sqlite: URL".into()));
-        }
-        if url.contains('=') && !url.contains("://") {
-            return parse_key_value_dsn(url).map(Self::Postgres);
-        }
-        Err(StoreError::InvalidUrl("expected a postgres://, postgresql:// or sqlite: URL, or a host=… DSN".into()))
-    }
-
-    pub fn backend(&self) -> Backend {
-        match self {
-            Self::Postgres(_) => Backend::Postgres,
-            Self::Sqlite(_) => Backend::Sqlite,
-        }
-    }
-}
-
-fn parse_key_value_dsn(dsn: &str) -> Result<PgConnectOptions, StoreError> {
-    let mut options = PgConnectOptions::new_without_pgpass();
-    for pair in dsn.split_whitespace() {
-        let Some((key, value)) = pair.split_once('=') else {
-            return Err(StoreError::InvalidUrl("DSN entries must look like key=value".into()));
-        };
-        options = match key {
-            "host" => options.host(value),
-            "port" => options.port(value.parse().map_err(|_| StoreError::InvalidUrl("port is not a number".into()))?),
-            "user" => options.username(value),
-            "password" => options.password(value),
-            "dbname" => options.database(value),
-            "sslmode" => options
-                .ssl_mode(value.parse().map_err(|_| StoreError::InvalidUrl("sslmode is not a libpq ssl mode".into()))?),
-            "TimeZone" | "timezone" | "connect_timeout" | "application_name" => options,
-            other => {
-                let other: String = other.chars().take(32).collect();
-                return Err(StoreError::InvalidUrl(format!("unknown DSN key `{other}`")));
-            }
-        };
-    }
-    Ok(options)
-}
-
-/// Pool settings shared by both backends.
-#[derive(Debug, Clone, Copy)]
-pub struct PoolSettings {
-    pub max_connections: u32,
-    pub acquire_timeout: Duration,
-}
-
-impl Default for PoolSettings {
-    fn default() -> Self {
-        Self { max_connections: 16, acquire_timeout: Duration::from_secs(5) }
-    }
-}
-
 /// Opens a pool to `target` and applies the migrations.
 ///
 /// # Errors
 /// [`StoreError`] when the database is unreachable or a migration fails.
 pub async fn connect(target: DatabaseTarget, pool: PoolSettings) -> Result<Arc<dyn Store>, StoreError> {
     let store: Arc<dyn Store> = match target {
-        DatabaseTarget::Postgres(options) => {
-            let pool = PgPoolOptions::new()
-                .max_connections(pool.max_connections)
-                .acquire_timeout(pool.acquire_timeout)
-                .connect_with(options)
-                .await?;
-            Arc::new(PgStore::new(pool))
-        }
-        DatabaseTarget::Sqlite(options) => {
-            // WAL lets readers run beside the one writer; the busy timeout makes
-            // concurrent writers wait for the lock instead of failing.
-            let options = options
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(pool.max_connections.min(8))
-                .acquire_timeout(pool.acquire_timeout)
-                .connect_with(options)
-                .await?;
-            Arc::new(SqliteStore::new(pool))
-        }
+        DatabaseTarget::Postgres(options) => Arc::new(PgStore::new(db::open_postgres(options, pool).await?)),
+        DatabaseTarget::Sqlite(options) => Arc::new(SqliteStore::new(db::open_sqlite(options, pool).await?)),
     };
     store.migrate().await?;
     Ok(store)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn database_targets() {
-        assert_eq!(DatabaseTarget::parse("postgres://u:p@h:5432/db").unwrap().backend(), Backend::Postgres);
-        assert_eq!(DatabaseTarget::parse("sqlite://./data/x.db").unwrap().backend(), Backend::Sqlite);
-        let dsn =
-            DatabaseTarget::parse("host=db user=postgres password=secret dbname=authdb port=5432 sslmode=disable");
-        assert_eq!(dsn.unwrap().backend(), Backend::Postgres);
-        let err = DatabaseTarget::parse("mysql://u:hunter2@h/db").unwrap_err().to_string();
-        assert!(!err.contains("hunter2"));
-        assert!(DatabaseTarget::parse("host=db port=x").is_err());
-    }
 }
