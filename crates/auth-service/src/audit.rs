@@ -30,6 +30,7 @@ pub enum EventKind {
     SessionRevoked,
     PasswordChanged,
     PasswordChangeFailed,
+    AccountDeleted,
 }
 
 impl EventKind {
@@ -50,6 +51,7 @@ impl EventKind {
             Self::SessionRevoked => "session_revoked",
             Self::PasswordChanged => "password_changed",
             Self::PasswordChangeFailed => "password_change_failed",
+            Self::AccountDeleted => "account_deleted",
         }
     }
 }

@@ -65,6 +65,25 @@ async fn users_can_be_disabled_and_rehashed(backend: Backend) {
     assert_eq!(s.find_user(u.user_id).await.unwrap().unwrap().password_hash, "$argon2id$new");
 }
 
+async fn deleting_a_user_frees_the_email_and_revokes_every_session(backend: Backend) {
+    let (s, _db) = open(backend).await;
+    let u = s.create_user(&new_user("del@example.com")).await.unwrap();
+    let a = s.create_session(&new_session(u.user_id, 100)).await.unwrap();
+    let b = s.create_session(&new_session(u.user_id, 100)).await.unwrap();
+    assert_eq!(s.delete_user(u.user_id, 500).await.unwrap(), Some(2));
+    assert!(s.find_user(u.user_id).await.unwrap().is_none());
+    assert!(s.find_user_by_email("del@example.com").await.unwrap().is_none());
+    for sess in [a, b] {
+        assert_eq!(
+            s.find_session(sess.session_id).await.unwrap().unwrap().revoked_reason.as_deref(),
+            Some("account_deleted")
+        );
+    }
+    assert_eq!(s.delete_user(u.user_id, 600).await.unwrap(), None, "already deleted");
+    // The email is free again.
+    s.create_user(&new_user("del@example.com")).await.unwrap();
+}
+
 async fn the_refresh_counter_advances_by_compare_and_swap(backend: Backend) {
     let (s, _db) = open(backend).await;
     let u = s.create_user(&new_user("c@example.com")).await.unwrap();
@@ -201,6 +220,7 @@ backend_tests!(
     migrations_are_idempotent_and_ping_works,
     users_are_created_found_and_unique_by_email,
     users_can_be_disabled_and_rehashed,
+    deleting_a_user_frees_the_email_and_revokes_every_session,
     the_refresh_counter_advances_by_compare_and_swap,
     concurrent_swaps_of_one_counter_have_one_winner,
     sessions_are_revoked_singly_or_all_but_one,

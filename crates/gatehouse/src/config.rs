@@ -73,6 +73,8 @@ pub struct Settings {
     pub auth_port: u16,
     /// `GATEWAY_PORT`, the gateway's port in `up`.
     pub gateway_port: u16,
+    /// `USERS_PORT`, the user service's port in `up`.
+    pub users_port: u16,
     pub drain_timeout_secs: u64,
     vars: HashMap<String, String>,
 }
@@ -123,6 +125,7 @@ impl Settings {
             port: parse_opt(&vars, "PORT")?,
             auth_port: parse_or(&vars, "AUTH_PORT", 8081)?,
             gateway_port: parse_or(&vars, "GATEWAY_PORT", 8080)?,
+            users_port: parse_or(&vars, "USERS_PORT", 8082)?,
             drain_timeout_secs: parse_or(&vars, "SHUTDOWN_DRAIN_TIMEOUT", 30)?,
             vars,
         })
@@ -246,7 +249,7 @@ impl Settings {
         let local = |port: u16| format!("http://127.0.0.1:{port}");
         let urls = ServiceUrls {
             auth: self.get("AUTH_SERVICE_URL").unwrap_or_else(|| local(self.auth_port)),
-            users: self.get("USER_SERVICE_URL").unwrap_or_else(|| local(8082)),
+            users: self.get("USER_SERVICE_URL").unwrap_or_else(|| local(self.users_port)),
             payments: self.get("PAYMENT_SERVICE_URL").unwrap_or_else(|| local(8083)),
             notifications: self.get("NOTIFICATION_SERVICE_URL").unwrap_or_else(|| local(8084)),
         };
@@ -328,6 +331,30 @@ impl Settings {
             .filter(|s| !s.trim().is_empty())
             .map(|s| s.parse::<Cidr>().map_err(|e| err(format!("TRUSTED_PROXIES: {e}"))))
             .collect()
+    }
+
+    /// The user service's configuration.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the variable to set.
+    pub async fn user_service_config(&self) -> Result<user_service::UserServiceConfig, ConfigError> {
+        let secrets = self.gateway_secrets(true)?;
+        let replay = match self.redis_url() {
+            Some(url) => {
+                let prefix = self.get("REDIS_KEY_PREFIX").unwrap_or_else(|| "gatehouse".to_owned());
+                guard::ReplayCache::redis(&url, &format!("{prefix}:users"))
+                    .await
+                    .map_err(|e| err(format!("REDIS_URL: {e}")))?
+            }
+            None => guard::ReplayCache::memory(),
+        };
+        let auth = self.get("AUTH_SERVICE_URL").unwrap_or_else(|| format!("http://127.0.0.1:{}", self.auth_port));
+        Ok(user_service::UserServiceConfig {
+            database: self.database.clone(),
+            guard: guard::GuardConfig::new(secrets.clone(), replay),
+            auth_url: auth.parse().map_err(|_| err("AUTH_SERVICE_URL is not a valid URL"))?,
+            internal_secrets: secrets,
+        })
     }
 
     /// `REDIS_URL`, or the seed's `REDIS_ADDR` (+ `REDIS_PASSWORD`).

@@ -31,12 +31,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every service in one process (gateway :8080, auth :8081), SQLite under DATA_DIR
+    /// Run every service in one process (gateway :8080, auth :8081, users :8082), SQLite under DATA_DIR
     Up,
     /// Run the auth service alone (PORT, default 8081)
     Auth,
     /// Run the API gateway alone (PORT, default 8080)
     Gateway,
+    /// Run the user service alone (PORT, default 8082)
+    Users,
     /// Apply the database migrations to DATABASE_URL and exit
     Migrate,
 }
@@ -78,14 +80,19 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let gateway = start_gateway(&settings, settings.listen_addr(8080), &shutdown).await?;
             supervise(vec![gateway], shutdown, &settings).await
         }
+        Command::Users => {
+            let shutdown = CancellationToken::new();
+            let users = start_users(&settings, settings.listen_addr(8082), &shutdown).await?;
+            supervise(vec![users], shutdown, &settings).await
+        }
         Command::Up => {
             let shutdown = CancellationToken::new();
+            let at = |port| SocketAddr::new(settings.bind_address, port);
             // The auth service first: the gateway fetches its JWKS at start.
-            let auth =
-                start_auth(&settings, SocketAddr::new(settings.bind_address, settings.auth_port), &shutdown).await?;
-            let gateway_addr = SocketAddr::new(settings.bind_address, settings.gateway_port);
-            let gateway = start_gateway(&settings, gateway_addr, &shutdown).await?;
-            supervise(vec![auth, gateway], shutdown, &settings).await
+            let auth = start_auth(&settings, at(settings.auth_port), &shutdown).await?;
+            let users = start_users(&settings, at(settings.users_port), &shutdown).await?;
+            let gateway = start_gateway(&settings, at(settings.gateway_port), &shutdown).await?;
+            supervise(vec![auth, users, gateway], shutdown, &settings).await
         }
     }
 }
@@ -139,6 +146,16 @@ async fn start_gateway(settings: &Settings, addr: SocketAddr, shutdown: &Cancell
     }
     let listener = bind("api-gateway", addr).await?;
     Ok(Service { name: "api-gateway", task: tokio::spawn(gateway::serve(state, listener, shutdown.clone())) })
+}
+
+async fn start_users(settings: &Settings, addr: SocketAddr, shutdown: &CancellationToken) -> anyhow::Result<Service> {
+    let config = settings.user_service_config().await.context("configuration error")?;
+    settings.ensure_data_dir().context("configuration error")?;
+    let state = user_service::build_state(config)
+        .await
+        .context("could not open the user service database (check DATABASE_URL)")?;
+    let listener = bind("user-service", addr).await?;
+    Ok(Service { name: "user-service", task: tokio::spawn(user_service::serve(state, listener, shutdown.clone())) })
 }
 
 /// Waits for SIGTERM/SIGINT (or a service failing), then drains every service.

@@ -69,7 +69,8 @@ async fn up_serves_the_readme_walkthrough_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port().to_string();
     let gw_port = free_port().to_string();
-    let ports = [("AUTH_PORT", port.as_str()), ("GATEWAY_PORT", gw_port.as_str())];
+    let users_port = free_port().to_string();
+    let ports = [("AUTH_PORT", port.as_str()), ("GATEWAY_PORT", gw_port.as_str()), ("USERS_PORT", users_port.as_str())];
     let mut child = Running(gatehouse(&["up"], &ports, dir.path()).spawn().unwrap());
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&base).await;
@@ -114,8 +115,7 @@ async fn up_serves_the_readme_walkthrough_and_stops_cleanly_on_sigterm() {
     let jwks: Value = client.get(format!("{base}/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
     assert_eq!(jwks["keys"][0]["kty"], "RSA", "RS256 is the default");
 
-    // The same through the gateway, with /api/v1; the user service is not
-    // part of the stack yet, so a checked request to it is a 502.
+    // The same through the gateway, with /api/v1, on to the user service.
     let r = client
         .post(format!("{gw}/api/v1/auth/login"))
         .json(&json!({"email": email, "password": DEFAULT_PASSWORD}))
@@ -128,7 +128,28 @@ async fn up_serves_the_readme_walkthrough_and_stops_cleanly_on_sigterm() {
     let r = client.get(format!("{gw}/api/v1/users/profile")).send().await.unwrap();
     assert_eq!(r.status(), 401, "gateway checks apply");
     let r = client.get(format!("{gw}/api/v1/users/profile")).bearer_auth(at).send().await.unwrap();
-    assert_eq!(r.status(), 502);
+    assert_eq!(r.status(), 200);
+    let profile: Value = r.json().await.unwrap();
+    assert_eq!(profile["user"]["email"], email);
+    let csrf = via_gateway["csrf_token"].as_str().unwrap();
+    let r = client
+        .put(format!("{gw}/api/v1/users/profile"))
+        .bearer_auth(at)
+        .header("X-CSRF-Token", csrf)
+        .header("Cookie", format!("csrf_token={csrf}"))
+        .json(&json!({"name": "Alice B."}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The user service refuses a direct, unsigned call.
+    let r = client
+        .get(format!("http://127.0.0.1:{users_port}/users/profile"))
+        .header("X-User-ID", "x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     let r = client
         .post(format!("{gw}/api/v1/auth/logout"))
         .json(&json!({"refresh_token": via_gateway["refresh_token"]}))

@@ -24,14 +24,10 @@ use dashmap::DashMap;
 use http_body_util::BodyExt as _;
 use serde::Deserialize;
 use tokens::Secret;
-use tokens::assertion::Assertion;
+use tokens::assertion::internal_call_headers;
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::HttpClient;
-
-/// The user id the gateway signs internal calls with (the auth service's
-/// `INTERNAL_CALLER`).
-pub const INTERNAL_CALLER: &str = "gatehouse-internal";
 
 #[derive(Debug, Clone)]
 pub struct RevocationConfig {
@@ -142,27 +138,18 @@ impl RevocationView {
         let base = &self.config.feed_url;
         let path_and_query = format!("{}?since={since}", base.path());
         let request_id = uuid::Uuid::new_v4().to_string();
-        let timestamp = now();
-        let assertion = Assertion {
-            timestamp,
-            method: "GET",
-            path_and_query: &path_and_query,
-            request_id: &request_id,
-            user_id: INTERNAL_CALLER,
-            email: "",
-        };
+        let headers = internal_call_headers("GET", &path_and_query, &self.secrets, now(), &request_id);
         let uri = Uri::builder()
             .scheme(base.scheme_str().unwrap_or("http"))
             .authority(base.authority().map(|a| a.as_str()).unwrap_or_default())
             .path_and_query(path_and_query.as_str())
             .build()
             .map_err(|e| e.to_string())?;
-        let request = Request::get(uri)
-            .header("x-request-id", &request_id)
-            .header("x-gateway-timestamp", timestamp.to_string())
-            .header("x-gateway-signature", assertion.sign(&self.secrets))
-            .body(Body::empty())
-            .map_err(|e| e.to_string())?;
+        let mut request = Request::get(uri);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let request = request.body(Body::empty()).map_err(|e| e.to_string())?;
         let response = tokio::time::timeout(Duration::from_secs(2), client.request(request))
             .await
             .map_err(|_| "timed out".to_owned())?

@@ -348,6 +348,28 @@ pub fn test_gateway_config(auth: &TestApp, upstream_url: &str) -> gateway::Gatew
     config
 }
 
+/// A running user service.
+pub struct TestUsers {
+    pub base_url: String,
+    pub state: user_service::UserState,
+}
+
+/// Spawns the user service on its own database of `backend`, trusting the
+/// gateway secrets of `auth` (as the gateway of [`test_gateway_config`] does).
+pub async fn spawn_users(auth: &TestApp, db: &TestDatabase) -> TestUsers {
+    let config = user_service::UserServiceConfig {
+        database: db.target.clone(),
+        guard: guard::GuardConfig::new(auth.state.config.internal_secrets.clone(), guard::ReplayCache::memory()),
+        auth_url: auth.base_url.parse().unwrap(),
+        internal_secrets: auth.state.config.internal_secrets.clone(),
+    };
+    let state = user_service::build_state(config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(user_service::serve(state.clone(), listener, CancellationToken::new()));
+    TestUsers { base_url: format!("http://{addr}"), state }
+}
+
 /// A running gateway.
 pub struct TestGateway {
     pub base_url: String,

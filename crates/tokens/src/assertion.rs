@@ -22,6 +22,28 @@ use crate::secret::Secret;
 /// The largest clock difference a verifier tolerates.
 pub const MAX_SKEW_SECS: i64 = 60;
 
+/// The user id a Gatehouse service signs as when it calls another one
+/// (the gateway's revocation poll, the user service's account deletion).
+pub const INTERNAL_CALLER: &str = "gatehouse-internal";
+
+/// The headers of an internal call: `X-Request-ID` (fresh), `X-Gateway-Timestamp`
+/// and `X-Gateway-Signature` over this method and path for [`INTERNAL_CALLER`].
+pub fn internal_call_headers(
+    method: &str,
+    path_and_query: &str,
+    secrets: &[Secret],
+    now: i64,
+    request_id: &str,
+) -> [(&'static str, String); 3] {
+    let assertion =
+        Assertion { timestamp: now, method, path_and_query, request_id, user_id: INTERNAL_CALLER, email: "" };
+    [
+        ("x-request-id", request_id.to_owned()),
+        ("x-gateway-timestamp", now.to_string()),
+        ("x-gateway-signature", assertion.sign(secrets)),
+    ]
+}
+
 /// What an assertion covers.
 #[derive(Debug, Clone, Copy)]
 pub struct Assertion<'a> {

@@ -17,8 +17,7 @@ use tokens::assertion::Assertion;
 
 use crate::state::AppState;
 
-/// The user id an internal caller signs as.
-pub const INTERNAL_CALLER: &str = "gatehouse-internal";
+pub use tokens::assertion::INTERNAL_CALLER;
 
 /// The most entries one feed page returns.
 pub const FEED_PAGE: i64 = 1000;
@@ -36,7 +35,8 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 fn authenticate_internal(state: &AppState, parts: &Parts) -> Result<(), ApiError> {
     let refused = || ApiError::unauthorized("Invalid internal credentials");
     if state.config.internal_secrets.is_empty() {
-        return Err(ApiError::not_found("Route not found"));
+        // Distinct from a 404 so a caller never mistakes "disabled" for "already done".
+        return Err(ApiError::unavailable("internal endpoints (GATEWAY_SECRET is not set)"));
     }
     let h = &parts.headers;
     let (Some(ts), Some(signature), Some(request_id)) =
@@ -58,6 +58,29 @@ fn authenticate_internal(state: &AppState, parts: &Parts) -> Result<(), ApiError
         tracing::warn!(reason = %e, "internal call refused");
         refused()
     })
+}
+
+/// `POST /internal/users/{id}/delete`: the user service's account deletion.
+/// Soft-deletes the account (login then answers `Invalid credentials`, the
+/// email can register again) and revokes every session, so refresh fails at
+/// once and the gateway refuses the access tokens within its poll interval.
+pub async fn delete_user(
+    State(state): State<AppState>,
+    parts: Parts,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authenticate_internal(&state, &parts)?;
+    let not_found = || ApiError::not_found("User not found");
+    let user_id = uuid::Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let revoked = state.store.delete_user(user_id, state.now()).await?.ok_or_else(not_found)?;
+    let event = crate::audit::Event {
+        user_id: Some(user_id),
+        detail: Some(format!("revoked {revoked} sessions")),
+        ..Default::default()
+    };
+    crate::audit::record(&state, crate::audit::EventKind::AccountDeleted, &crate::http::ClientInfo::default(), event)
+        .await;
+    Ok(Json(serde_json::json!({"message": "User deleted", "user_id": user_id, "revoked_sessions": revoked})))
 }
 
 /// `GET /internal/revocations?since=…`.

@@ -52,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth)
         .route("/.well-known/jwks.json", get(jwks))
         .route("/internal/revocations", get(internal::revocation_feed))
+        .route("/internal/users/{id}/delete", post(internal::delete_user))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))

@@ -135,6 +135,10 @@ pub trait Store: Send + Sync + 'static {
     async fn find_user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
     async fn find_user(&self, user_id: Uuid) -> Result<Option<User>, StoreError>;
     async fn set_password_hash(&self, user_id: Uuid, password_hash: &str, now: i64) -> Result<(), StoreError>;
+    /// Deactivates and soft-deletes the user and revokes every session, in
+    /// one transaction; returns how many sessions were revoked, or `None`
+    /// when there is no such (undeleted) user.
+    async fn delete_user(&self, user_id: Uuid, now: i64) -> Result<Option<u64>, StoreError>;
     /// Returns whether the user exists.
     async fn set_user_active(&self, user_id: Uuid, active: bool, now: i64) -> Result<bool, StoreError>;
     /// Sets the new hash and revokes every other active session of the user,

@@ -100,6 +100,33 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn delete_user(&self, user_id: Uuid, now: i64) -> Result<Option<u64>, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let deleted = sqlx::query(
+                    "update user_account set active = false, deleted_at = $2, updated_at = $2 \
+                     where user_id = $1 and deleted_at is null",
+                )
+                .bind(user_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if deleted == 0 {
+                    return Ok(None);
+                }
+                let revoked = sqlx::query(
+                    "update auth_session set revoked_at = $2, revoked_reason = 'account_deleted' \
+                     where user_id = $1 and revoked_at is null",
+                )
+                .bind(user_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                tx.commit().await?;
+                Ok(Some(revoked))
+            }
+
             async fn set_user_active(&self, user_id: Uuid, active: bool, now: i64) -> Result<bool, StoreError> {
                 let done = sqlx::query("update user_account set active = $2, updated_at = $3 where user_id = $1")
                     .bind(user_id)

@@ -1,0 +1,217 @@
+//! The Gatehouse user service: the caller's profile, and deleting the account.
+//!
+//! Every route but `/health` and `/ready` sits behind the [`guard`]: no
+//! valid gateway assertion, no handler (the seed accepted any request without
+//! a signature header and returned a hard-coded "John Doe"). The caller is
+//! the asserted [`GatewayUser`]; there is no way to name another user, so a
+//! user can only ever read or change their own profile.
+//!
+//! Deleting the account asks the auth service, over an internal call it
+//! authenticates (an assertion signed with `GATEWAY_SECRET`), to delete the
+//! user and revoke every session; only then is the profile soft-deleted. If
+//! the auth service cannot be reached, nothing changes and the caller gets
+//! 503, so an account is never half deleted.
+
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{Request, StatusCode, Uri};
+use axum::response::IntoResponse;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use common_http::{ApiError, StrictJson};
+use db::{DatabaseTarget, PoolSettings, StoreError};
+use guard::{GatewayUser, GuardConfig, GuardLayer};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use tokens::Secret;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::ProfileStore;
+
+pub const MAX_NAME_CHARS: usize = 100;
+pub const MAX_BIO_CHARS: usize = 1000;
+
+#[derive(Clone)]
+pub struct UserServiceConfig {
+    pub database: DatabaseTarget,
+    pub guard: GuardConfig,
+    /// The auth service, for account deletion (`AUTH_SERVICE_URL`).
+    pub auth_url: Uri,
+    /// What internal calls are signed with (`GATEWAY_SECRET`, first one used).
+    pub internal_secrets: Vec<Secret>,
+}
+
+#[derive(Clone)]
+pub struct UserState {
+    store: Arc<dyn ProfileStore>,
+    config: Arc<UserServiceConfig>,
+    client: Client<HttpConnector, Body>,
+}
+
+impl UserState {
+    pub fn store(&self) -> &dyn ProfileStore {
+        self.store.as_ref()
+    }
+}
+
+/// Connects the store (applying migrations) and builds the state.
+///
+/// # Errors
+/// [`StoreError`] when the database is unreachable.
+pub async fn build_state(config: UserServiceConfig) -> Result<UserState, StoreError> {
+    let store = store::connect(config.database.clone(), PoolSettings::default()).await?;
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    let client = Client::builder(TokioExecutor::new()).build(connector);
+    Ok(UserState { store, config: Arc::new(config), client })
+}
+
+/// The routes: the profile behind the guard, health and readiness open.
+pub fn app(state: UserState) -> Router {
+    let guard = GuardLayer::new(state.config.guard.clone());
+    let protected = Router::new()
+        .route("/users/profile", get(get_profile).put(update_profile))
+        .route("/users/account", delete(delete_account))
+        .route_layer(guard)
+        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024));
+    let router = Router::new()
+        .merge(protected)
+        .route("/health", get(|| async { Json(serde_json::json!({"status": "healthy", "service": "user-service"})) }))
+        .route("/ready", get(ready))
+        .with_state(state);
+    common_http::serve::with_standard_layers(router)
+}
+
+async fn ready(State(state): State<UserState>) -> Result<impl IntoResponse, ApiError> {
+    state.store.ping().await.map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Database unavailable"))?;
+    state
+        .config
+        .guard
+        .replay
+        .ping()
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Replay cache unavailable"))?;
+    Ok(Json(serde_json::json!({"status": "ready", "service": "user-service"})))
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+fn profile_gone() -> ApiError {
+    ApiError::not_found("Profile not found").with_hint("The account was deleted")
+}
+
+/// `GET /users/profile`: created on first use from the asserted identity.
+async fn get_profile(State(state): State<UserState>, user: GatewayUser) -> Result<impl IntoResponse, ApiError> {
+    let profile = state.store.get_or_create(&user.id, &user.email, now()).await?.ok_or_else(profile_gone)?;
+    Ok(Json(serde_json::json!({"user": profile})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateProfile {
+    name: Option<String>,
+    bio: Option<String>,
+}
+
+fn check_text(value: &str, field: &'static str, max: usize, multiline: bool) -> Result<(), ApiError> {
+    if value.chars().count() > max {
+        return Err(ApiError::bad_request(match field {
+            "name" => "name must be at most 100 characters",
+            _ => "bio must be at most 1000 characters",
+        }));
+    }
+    let allowed_control = |c: char| multiline && (c == '\n' || c == '\t');
+    let bidi = |c: char| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    if value.chars().any(|c| (c.is_control() && !allowed_control(c)) || bidi(c)) {
+        return Err(ApiError::bad_request(match field {
+            "name" => "name must not contain control characters",
+            _ => "bio must not contain control characters",
+        }));
+    }
+    Ok(())
+}
+
+/// `PUT /users/profile` with `{name?, bio?}`; the seed's response body.
+async fn update_profile(
+    State(state): State<UserState>,
+    user: GatewayUser,
+    StrictJson(body): StrictJson<UpdateProfile>,
+) -> Result<impl IntoResponse, ApiError> {
+    let name = body.name.as_deref().map(str::trim);
+    let bio = body.bio.as_deref();
+    if let Some(n) = name {
+        check_text(n, "name", MAX_NAME_CHARS, false)?;
+    }
+    if let Some(b) = bio {
+        check_text(b, "bio", MAX_BIO_CHARS, true)?;
+    }
+    // Make sure the row exists (first use may be a PUT).
+    state.store.get_or_create(&user.id, &user.email, now()).await?.ok_or_else(profile_gone)?;
+    let profile = state.store.update(&user.id, name, bio, now()).await?.ok_or_else(profile_gone)?;
+    Ok(Json(serde_json::json!({
+        "message": "Profile updated successfully",
+        "user_id": user.id,
+        "updated": {"name": profile.name, "bio": profile.bio},
+    })))
+}
+
+/// `DELETE /users/account`.
+async fn delete_account(State(state): State<UserState>, user: GatewayUser) -> Result<impl IntoResponse, ApiError> {
+    delete_at_auth_service(&state, &user.id).await?;
+    state.store.soft_delete(&user.id, now()).await?;
+    tracing::info!(user_id = %user.id, "account deleted");
+    Ok(Json(serde_json::json!({"message": "Account deleted successfully", "user_id": user.id})))
+}
+
+async fn delete_at_auth_service(state: &UserState, user_id: &str) -> Result<(), ApiError> {
+    let path = format!("/internal/users/{user_id}/delete");
+    let base = &state.config.auth_url;
+    let uri = Uri::builder()
+        .scheme(base.scheme_str().unwrap_or("http"))
+        .authority(base.authority().map(|a| a.as_str()).unwrap_or_default())
+        .path_and_query(path.as_str())
+        .build()
+        .map_err(|_| ApiError::bad_request("Invalid user id"))?;
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let mut request = Request::post(uri);
+    for (name, value) in
+        tokens::assertion::internal_call_headers("POST", &path, &state.config.internal_secrets, now(), &request_id)
+    {
+        request = request.header(name, value);
+    }
+    let request = request.body(Body::empty()).map_err(|e| ApiError::internal(&e))?;
+    let response = tokio::time::timeout(Duration::from_secs(5), state.client.request(request)).await;
+    match response {
+        Ok(Ok(r)) if r.status().is_success() || r.status() == StatusCode::NOT_FOUND => Ok(()),
+        Ok(Ok(r)) => {
+            tracing::error!(status = r.status().as_u16(), "auth service refused the account deletion");
+            Err(ApiError::unavailable("auth service"))
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "auth service unreachable for account deletion");
+            Err(ApiError::unavailable("auth service"))
+        }
+        Err(_) => Err(ApiError::unavailable("auth service")),
+    }
+}
+
+/// Serves until `shutdown`, then drains and closes the pool.
+///
+/// # Errors
+/// I/O errors from the listener.
+pub async fn serve(state: UserState, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+    let store = Arc::clone(&state.store);
+    let result = common_http::serve::serve(listener, app(state), shutdown).await;
+    store.close().await;
+    result
+}

@@ -1,0 +1,196 @@
+//! The user service behind the real gateway and auth service, on both backends.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use testkit::{
+    Backend, DEFAULT_PASSWORD, TestDatabase, TestGateway, backend_tests, spawn_auth, spawn_gateway, spawn_users,
+    test_auth_config, test_gateway_config, unique_email,
+};
+
+struct Stack {
+    _auth: testkit::TestApp,
+    gateway: TestGateway,
+    users_url: String,
+    _db: TestDatabase,
+}
+
+async fn stack(backend: Backend) -> Stack {
+    let db = TestDatabase::new(backend).await;
+    let auth = spawn_auth(test_auth_config(db.target.clone())).await;
+    // One database for both services, as `up` runs them.
+    let users = spawn_users(&auth, &db).await;
+    let gateway = spawn_gateway(test_gateway_config(&auth, &users.base_url)).await;
+    Stack { _auth: auth, gateway, users_url: users.base_url, _db: db }
+}
+
+impl Stack {
+    async fn login(&self) -> (Value, String) {
+        let email = unique_email("u");
+        let c = &self.gateway.client;
+        let r = c
+            .post(self.gateway.url("/api/v1/auth/register"))
+            .json(&json!({"email": email, "password": DEFAULT_PASSWORD, "name": "Ada"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let login: Value = c
+            .post(self.gateway.url("/api/v1/auth/login"))
+            .json(&json!({"email": email, "password": DEFAULT_PASSWORD}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (login, email)
+    }
+
+    fn authed(&self, method: reqwest::Method, path: &str, login: &Value) -> reqwest::RequestBuilder {
+        let csrf = login["csrf_token"].as_str().unwrap();
+        self.gateway
+            .client
+            .request(method, self.gateway.url(path))
+            .bearer_auth(login["access_token"].as_str().unwrap())
+            .header("X-CSRF-Token", csrf)
+            .header("Cookie", format!("csrf_token={csrf}"))
+    }
+}
+
+async fn the_profile_is_created_on_first_use_and_updates_persist(backend: Backend) {
+    let st = stack(backend).await;
+    let (login, email) = st.login().await;
+    let r = st.authed(reqwest::Method::GET, "/api/v1/users/profile", &login).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["user"]["email"], email);
+    assert_eq!(body["user"]["id"], login["user"]["id"]);
+    assert_eq!(body["user"]["bio"], "");
+    let r = st
+        .authed(reqwest::Method::PUT, "/api/v1/users/profile", &login)
+        .json(&json!({"name": "Ada L.", "bio": "Engines"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"message": "Profile updated successfully", "user_id": login["user"]["id"], "updated": {"name": "Ada L.", "bio": "Engines"}})
+    );
+    // A partial update keeps the other field.
+    st.authed(reqwest::Method::PUT, "/api/v1/users/profile", &login)
+        .json(&json!({"bio": "Notes"}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value =
+        st.authed(reqwest::Method::GET, "/api/v1/users/profile", &login).send().await.unwrap().json().await.unwrap();
+    assert_eq!((body["user"]["name"].as_str(), body["user"]["bio"].as_str()), (Some("Ada L."), Some("Notes")));
+    // Another user sees only their own profile.
+    let (other, _) = st.login().await;
+    let body: Value =
+        st.authed(reqwest::Method::GET, "/api/v1/users/profile", &other).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["user"]["id"], other["user"]["id"]);
+    assert_eq!(body["user"]["name"], "");
+}
+
+async fn invalid_profile_updates_are_refused(backend: Backend) {
+    let st = stack(backend).await;
+    let (login, _) = st.login().await;
+    let cases = [
+        (json!({"name": "n".repeat(101)}), "name must be at most 100 characters"),
+        (json!({"bio": "b".repeat(1001)}), "bio must be at most 1000 characters"),
+        (json!({"name": "a\u{0}b"}), "name must not contain control characters"),
+        (json!({"name": "x", "admin": true}), "Invalid request body"),
+        (json!({"name": 5}), "Invalid request body"),
+    ];
+    for (body, message) in cases {
+        let r = st.authed(reqwest::Method::PUT, "/api/v1/users/profile", &login).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], message, "{body}");
+    }
+    let ok = st
+        .authed(reqwest::Method::PUT, "/api/v1/users/profile", &login)
+        .json(&json!({"bio": "line one\nline two"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+}
+
+async fn deleting_the_account_ends_it_everywhere(backend: Backend) {
+    let st = stack(backend).await;
+    let (login, email) = st.login().await;
+    let r = st.authed(reqwest::Method::DELETE, "/api/v1/users/account", &login).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"message": "Account deleted successfully", "user_id": login["user"]["id"]})
+    );
+    let c = &st.gateway.client;
+    let r = c
+        .post(st.gateway.url("/api/v1/auth/login"))
+        .json(&json!({"email": email, "password": DEFAULT_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "login fails");
+    let r = c
+        .post(st.gateway.url("/api/v1/auth/refresh"))
+        .json(&json!({"refresh_token": login["refresh_token"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "refresh fails");
+    let mut refused = false;
+    for _ in 0..50 {
+        let r = st.authed(reqwest::Method::GET, "/api/v1/users/profile", &login).send().await.unwrap();
+        if r.status() == StatusCode::UNAUTHORIZED {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(refused, "the old access token is refused at the gateway within 5 s");
+}
+
+async fn the_service_refuses_anything_the_gateway_did_not_sign(backend: Backend) {
+    let st = stack(backend).await;
+    let c = reqwest::Client::new();
+    let r = c
+        .get(format!("{}/users/profile", st.users_url))
+        .header("X-User-ID", "admin")
+        .header("X-User-Email", "a@b.io")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "User context missing. Request must come through API Gateway."
+    );
+    let r = c
+        .delete(format!("{}/users/account", st.users_url))
+        .header("X-User-ID", "admin")
+        .header("X-User-Email", "a@b.io")
+        .header("X-Request-ID", "r1")
+        .header("X-Gateway-Timestamp", "1")
+        .header("X-Gateway-Signature", "v1=00")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "Invalid gateway signature. Request may not be authentic.");
+    let health: Value = c.get(format!("{}/health", st.users_url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health, json!({"status": "healthy", "service": "user-service"}));
+    assert_eq!(c.get(format!("{}/ready", st.users_url)).send().await.unwrap().status(), StatusCode::OK);
+}
+
+backend_tests!(
+    the_profile_is_created_on_first_use_and_updates_persist,
+    invalid_profile_updates_are_refused,
+    deleting_the_account_ends_it_everywhere,
+    the_service_refuses_anything_the_gateway_did_not_sign,
+);
