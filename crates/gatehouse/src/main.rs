@@ -1,8 +1,9 @@
 //! `gatehouse`: one binary for every Gatehouse service.
 //!
 //! `gatehouse up` runs the whole stack in one process with the embedded
-//! defaults; `gatehouse auth` runs the auth service alone; `gatehouse migrate`
-//! applies the database migrations and exits. Configuration comes from the
+//! defaults; `gatehouse auth`, `gatehouse gateway` and `gatehouse users` run
+//! one service; `gatehouse migrate` applies the auth service's migrations and
+//! exits (every service also applies its own at start). Configuration comes from the
 //! environment (and `.env`), see [`config`].
 
 mod config;
