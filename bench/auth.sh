@@ -5,8 +5,10 @@
 #
 #   bench/auth.sh [--seconds N] [--clients N] [--logins N] [--sqlite-only]
 #
-# Prints login latency (median, p90) at the configured Argon2id cost and
-# refreshes per second with N concurrent clients. Figures only: nothing here
+# Prints, for PostgreSQL with EdDSA and with RS256 signing and for SQLite
+# with EdDSA: login latency (median, p90) at the configured Argon2id cost,
+# refreshes per second with N concurrent clients, and a login flood (logins
+# per second, and the p50/p99 of an authenticated GET during it vs idle). Figures only: nothing here
 # passes or fails on timing. Needs PostgreSQL on 127.0.0.1:5432 (trust auth,
 # user postgres), which scripts/test also starts.
 set -Eeuo pipefail
@@ -42,11 +44,12 @@ trap cleanup EXIT
 secret() { head -c 48 /dev/urandom | base64 | tr -d '\n/+='; }
 PORT=18181
 
-run_one() { # $1 = label, $2 = DATABASE_URL
-  local label=$1 url=$2
-  echo "==> $label"
-  ENVIRONMENT=production DATABASE_URL="$url" JWT_ALGORITHM=EdDSA \
-    JWT_PRIVATE_KEY_FILE="$WORK/key.pem" CSRF_SECRET="$(secret)" REFRESH_TOKEN_SECRET="$(secret)" \
+run_one() { # $1 = label, $2 = DATABASE_URL, $3 = JWT_ALGORITHM
+  local label=$1 url=$2 alg=${3:-EdDSA}
+  echo "==> $label, $alg"
+  ENVIRONMENT=production DATABASE_URL="$url" JWT_ALGORITHM="$alg" \
+    JWT_PRIVATE_KEY_FILE="$WORK/key-$alg.pem" CSRF_SECRET="$(secret)" REFRESH_TOKEN_SECRET="$(secret)" \
+    MFA_ENCRYPTION_KEY="$(head -c 32 /dev/urandom | base64)" \
     PORT=$PORT BIND_ADDRESS=127.0.0.1 RUST_LOG=warn LOGIN_MAX_FAILURES=1000 \
     target/release/gatehouse auth &
   PID=$!
@@ -56,14 +59,18 @@ run_one() { # $1 = label, $2 = DATABASE_URL
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
 }
 
-# A throwaway EdDSA key in PKCS#8 PEM, made by the binary's own key code via a dev run.
-DATA_DIR="$WORK/dev" ENVIRONMENT=development JWT_ALGORITHM=EdDSA PORT=0 RUST_LOG=error \
-  timeout 5 target/release/gatehouse auth >/dev/null 2>&1 || true
-cp "$WORK/dev/keys/jwt-eddsa.pem" "$WORK/key.pem"
+# Throwaway EdDSA and RS256 keys in PKCS#8 PEM, made by the binary's own key code via dev runs.
+for alg in EdDSA RS256; do
+  DATA_DIR="$WORK/dev" ENVIRONMENT=development JWT_ALGORITHM=$alg PORT=0 RUST_LOG=error \
+    timeout 5 target/release/gatehouse auth >/dev/null 2>&1 || true
+  lower=$(echo "$alg" | tr '[:upper:]' '[:lower:]')
+  cp "$WORK/dev/keys/jwt-$lower.pem" "$WORK/key-$alg.pem"
+done
 
 echo "machine: $(nproc) cores; Argon2id m=19456 KiB t=2 p=1 (OWASP)"
 if [ "$SQLITE_ONLY" = 0 ]; then
   psql -h 127.0.0.1 -U postgres -d postgres -q -c "create database $DB" >/dev/null
-  run_one "PostgreSQL" "postgres://postgres@127.0.0.1:5432/$DB"
+  run_one "PostgreSQL" "postgres://postgres@127.0.0.1:5432/$DB" EdDSA
+  run_one "PostgreSQL" "postgres://postgres@127.0.0.1:5432/$DB" RS256
 fi
-run_one "SQLite" "sqlite://$WORK/bench.db"
+run_one "SQLite" "sqlite://$WORK/bench.db" EdDSA

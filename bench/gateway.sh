@@ -5,7 +5,8 @@
 # /proc/<pid>/stat).
 #
 #   bench/gateway.sh [--alg RS256|EdDSA|HS256] [--duration SECS] [--workers N]
-#                    [--with-peers] [--no-install] [--help]
+#                    [--log LEVEL] [--perf FILE] [--with-peers] [--results FILE]
+#                    [--no-install] [--help]
 #
 #   --alg ALG        JWT_ALGORITHM of the stack (default RS256; HS256 gets a
 #                    random 48-character JWT_SECRET)
@@ -14,9 +15,20 @@
 #   --workers N      TOKIO_WORKER_THREADS for gatehouse (default: tokio's, one
 #                    per core); 1 compares like with like with the
 #                    single-worker peers
+#   --log LEVEL      RUST_LOG of gatehouse (default warn: no access log, like the
+#                    peers' `access_log off`; info writes one access line per
+#                    request to a file)
+#   --perf FILE      after the measured runs, one more gateway run of the same
+#                    length under `perf record -g --call-graph dwarf` (so the
+#                    figures above are not disturbed by it), written to FILE;
+#                    read it with `perf report -i FILE`
 #   --with-peers     afterwards (our processes stopped) run
 #                    /work/shared/bench/peers.sh --quick (ports 9001-9005)
 #                    and print its report path
+#   --results FILE   also append one machine-readable line per measured target
+#                    to FILE (bench/compare.sh collects them): label, then
+#                    req/s, p50/p99 in µs, errors, CPU µs per request of the
+#                    measured process, other-process CPU %
 #   --no-install     fail instead of apt-get installing wrk / nginx
 #   (BENCH_UPSTREAM=python in the environment forces the python3 upstream)
 #
@@ -24,8 +36,10 @@
 #   upstream  :9101   nginx (1 worker), a fixed 106-byte JSON for GET /users/profile
 #                     (a small python3 asyncio server if nginx cannot be installed)
 #   gatehouse :18080  the gateway, and the auth service on :18081, in one process
-#                     (`target/release/gatehouse up`, SQLite and keys in a temp dir);
-#                     the auth service is idle during the GET load
+#                     (`target/release/gatehouse up`, SQLite and keys in a temp dir),
+#                     with the user, payment and notification services of `up` on
+#                     :18082-18084 (the gateway's users route goes to the upstream
+#                     instead); those services and auth are idle during the GET load
 # It registers and logs in one user through the gateway, checks with curl that
 # GET /api/v1/users/profile with the token returns 200 and the upstream's body
 # (and that the upstream saw X-User-ID), then runs wrk against the gateway and
@@ -44,7 +58,10 @@ export PATH="$PATH:/usr/sbin:/sbin"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 HOST=127.0.0.1
 PORT_UP=9101 PORT_GW=18080 PORT_AUTH=18081
-ALL_PORTS="$PORT_UP $PORT_GW $PORT_AUTH"
+# `up` also starts the user, payment and notification services: keep them off
+# their defaults (8082-8084), which a developer's own `up` may be using.
+PORT_USERS=18082 PORT_PAYMENTS=18083 PORT_NOTIFICATIONS=18084
+ALL_PORTS="$PORT_UP $PORT_GW $PORT_AUTH $PORT_USERS $PORT_PAYMENTS $PORT_NOTIFICATIONS"
 PEERS_SH=/work/shared/bench/peers.sh
 PEERS_REPORT=/tmp/peers-bench/report.txt
 UPSTREAM_PATH=/users/profile
@@ -53,7 +70,7 @@ UPSTREAM_BODY='{"user_id":"usr_7f3a9c2e","name":"Bench User","email":"bench.user
 PASSWORD="bench passphrase 2026"
 THREADS=1 CONNS=32 WARMUP=1
 
-ALG=RS256 DURATION=5 WORKERS="" WITH_PEERS=0 INSTALL=1
+ALG=RS256 DURATION=5 WORKERS="" WITH_PEERS=0 INSTALL=1 LOG_LEVEL=warn PERF_OUT="" RESULTS_OUT=""
 usage() { awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -63,7 +80,13 @@ while [ $# -gt 0 ]; do
     --duration=*) DURATION=${1#*=} ;;
     --workers) WORKERS=${2:?--workers needs a number}; shift ;;
     --workers=*) WORKERS=${1#*=} ;;
+    --log) LOG_LEVEL=${2:?--log needs a level}; shift ;;
+    --log=*) LOG_LEVEL=${1#*=} ;;
+    --perf) PERF_OUT=${2:?--perf needs a file}; shift ;;
+    --perf=*) PERF_OUT=${1#*=} ;;
     --with-peers) WITH_PEERS=1 ;;
+    --results) RESULTS_OUT=${2:?--results needs a file}; shift ;;
+    --results=*) RESULTS_OUT=${1#*=} ;;
     --no-install) INSTALL=0 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "gateway.sh: unknown argument: $1 (try --help)" >&2; exit 2 ;;
@@ -84,7 +107,13 @@ DURATION=${DURATION%s}
 if ! [[ "$DURATION" =~ ^[0-9]+$ ]] || [ "$DURATION" -lt 1 ] || [ "$DURATION" -gt 60 ]; then
   die "--duration must be 1..60 seconds (got '$DURATION')"
 fi
+[[ "$LOG_LEVEL" =~ ^[A-Za-z0-9_=,:.-]+$ ]] || die "--log must be a RUST_LOG filter like warn or info (got '$LOG_LEVEL')"
+if [ -n "$PERF_OUT" ]; then
+  command -v perf >/dev/null 2>&1 || die "--perf needs perf (apt-get install linux-perf)"
+  PERF_OUT=$(realpath -m "$PERF_OUT")
+fi
 [ -z "$WORKERS" ] || { [[ "$WORKERS" =~ ^[1-9][0-9]?$ ]] || die "--workers must be 1..99 (got '$WORKERS')"; }
+[ -z "$RESULTS_OUT" ] || RESULTS_OUT=$(realpath -m "$RESULTS_OUT")
 
 guard_url() { # the only traffic this script sends is to 127.0.0.1
   case "$1" in
@@ -302,14 +331,15 @@ if [ "$UPSTREAM_KIND" = nginx ]; then   # the worker, so its CPU is not counted 
 fi
 UP_PIDS="$UP_PID $(children_of "$UP_PID" | tr '\n' ' ')"
 
-# ---------------------------------------------------------------- 4. gatehouse up :18080 (+ auth :18081)
+# ---------------------------------------------------------------- 4. gatehouse up :18080 (+ auth :18081, idle services :18082-18084)
 RUN=$WORK/run
 GW_ENV=(
   PATH="/usr/local/bin:/usr/bin:/bin"
   DATA_DIR="$RUN/data"
   USER_SERVICE_URL="http://$HOST:$PORT_UP"
   AUTH_PORT="$PORT_AUTH" GATEWAY_PORT="$PORT_GW"
-  RUST_LOG=warn
+  USERS_PORT="$PORT_USERS" PAYMENTS_PORT="$PORT_PAYMENTS" NOTIFICATIONS_PORT="$PORT_NOTIFICATIONS"
+  RUST_LOG="$LOG_LEVEL"
   JWT_ALGORITHM="$ALG"
   RATE_LIMIT_PER_MINUTE=100000000 RATE_LIMIT_BURST=1000000
   USER_RATE_LIMIT_PER_MINUTE=100000000 USER_RATE_LIMIT_BURST=1000000
@@ -447,7 +477,7 @@ NPROC=$(nproc)
 echo
 echo "gatehouse gateway vs its upstream — bench/gateway.sh, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "machine:  $NPROC cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); loadavg before $LOAD_BEFORE, after $LOAD_AFTER"
-echo "stack:    gatehouse up (gateway + idle auth in one process, SQLite), JWT $ALG, tokio workers ${WORKERS:-default (one per core)}, RUST_LOG=warn"
+echo "stack:    gatehouse up (gateway + idle auth, users, payments, notifications in one process, SQLite), JWT $ALG, tokio workers ${WORKERS:-default (one per core)}, RUST_LOG=$LOG_LEVEL"
 echo "upstream: $([ "$UPSTREAM_KIND" = nginx ] && echo "nginx, 1 worker" || echo "python3 asyncio, 1 process"), $HOST:$PORT_UP; load: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency, Bearer token on both, ${WARMUP}s warm-up each"
 echo
 awk -v clk="$CLK_TCK" -v ncpu="$NPROC" -v gwurl="gateway :$PORT_GW $GATEWAY_PATH" -v upurl="direct  :$PORT_UP $UPSTREAM_PATH" '
@@ -477,6 +507,33 @@ awk -v clk="$CLK_TCK" -v ncpu="$NPROC" -v gwurl="gateway :$PORT_GW $GATEWAY_PATH
     if (noisy) print "\n  WARNING: other processes used > 5% of the CPUs during a run; figures are depressed and noisy."
   }' "$WORK/results.txt"
 echo
+if [ -n "$RESULTS_OUT" ]; then
+  # The gateway's CPU is the gatehouse process's; direct's is the upstream nginx's (as peers.sh counts it).
+  awk -v clk="$CLK_TCK" -v alg="$ALG" -v workers="${WORKERS:-default}" '
+    {
+      delete kv
+      for (i = 2; i <= NF; i++) { split($i, p, "="); kv[p[1]] = p[2] }
+      n = kv["requests"]; dur = kv["duration_us"] / 1e6
+      if ($1 != "gateway") next
+      printf "gatehouse-%s-w%s\t%.0f\t%d\t%d\t%d\t%.1f\t%.1f\n", alg, workers, n / dur, kv["p50_us"], kv["p99_us"],
+        kv["errors"], kv["gw_ticks"] * 1e6 / clk / n, (kv["host_ticks"] > 0 ? 100 * kv["foreign_ticks"] / kv["host_ticks"] : 0)
+    }' "$WORK/results.txt" >>"$RESULTS_OUT"
+fi
+
+# ---------------------------------------------------------------- perf (optional)
+if [ -n "$PERF_OUT" ]; then
+  say "profiling: one more ${DURATION}s gateway run under perf record -> $PERF_OUT"
+  perf record -q -F 1999 -g --call-graph dwarf,16384 -p "$GW_PID" -o "$PERF_OUT" >"$WORK/perf.log" 2>&1 &
+  PERF_PID=$!
+  STARTED+=("$PERF_PID")
+  sleep 0.5
+  run_wrk gateway "$GW_URL" "$DURATION" 0
+  kill -INT "$PERF_PID" 2>/dev/null || true
+  wait "$PERF_PID" 2>/dev/null || true
+  unset 'STARTED[${#STARTED[@]}-1]'
+  [ -s "$PERF_OUT" ] || { cat "$WORK/perf.log" >&2; die "perf wrote nothing"; }
+  say "perf data: $PERF_OUT (perf report -i $PERF_OUT --no-children)"
+fi
 
 # ---------------------------------------------------------------- peers (optional)
 if [ "$WITH_PEERS" = 1 ]; then

@@ -10,6 +10,11 @@
 //! 2. Gives each of `--clients` concurrent clients its own session and has it
 //!    refresh in a loop for `--seconds`, each presenting the token it was just
 //!    given (a real rotation chain), and prints refreshes per second.
+//! 3. Login flood: `--clients` clients log in as fast as they can for
+//!    `--seconds` while a probe sends an authenticated `GET /auth/me` every
+//!    10 ms; prints logins per second and the probe's p50/p99 before and
+//!    during the flood. Hashing runs on a bounded pool, so the probe's p99
+//!    should stay near its idle value; logins beyond the queue get 503.
 //!
 //! Used by `bench/auth.sh`; prints figures, asserts nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -103,5 +108,75 @@ async fn main() {
     println!(
         "refresh: {clients} clients for {elapsed:.1} s: {:.0} refreshes/s ({ok} ok, {failed} failed)",
         ok as f64 / elapsed
+    );
+
+    login_flood(&client, &base, &email, password, clients, seconds).await;
+}
+
+/// Probes `GET /auth/me` every 10 ms for `for_how_long`; the sorted latencies.
+async fn probe_me(client: &reqwest::Client, base: &str, access: &str, for_how_long: Duration) -> Vec<Duration> {
+    let deadline = Instant::now() + for_how_long;
+    let mut latencies = Vec::new();
+    while Instant::now() < deadline {
+        let started = Instant::now();
+        let r = client.get(format!("{base}/auth/me")).bearer_auth(access).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+        latencies.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    latencies.sort();
+    latencies
+}
+
+async fn login_flood(client: &reqwest::Client, base: &str, email: &str, password: &str, clients: usize, seconds: u64) {
+    let body: Value = client
+        .post(format!("{base}/auth/login"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = body["access_token"].as_str().unwrap().to_owned();
+    let idle = probe_me(client, base, &access, Duration::from_secs(2)).await;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let flooders: Vec<_> = (0..clients)
+        .map(|_| {
+            let (client, base) = (client.clone(), base.to_owned());
+            let body = json!({"email": email, "password": password});
+            tokio::spawn(async move {
+                let (mut ok, mut shed) = (0u64, 0u64);
+                while Instant::now() < deadline {
+                    match client.post(format!("{base}/auth/login")).json(&body).send().await {
+                        Ok(r) if r.status() == 200 => ok += 1,
+                        _ => shed += 1,
+                    }
+                }
+                (ok, shed)
+            })
+        })
+        .collect();
+    let during = probe_me(client, base, &access, Duration::from_secs(seconds)).await;
+    let (mut ok, mut shed) = (0, 0);
+    for f in flooders {
+        let (o, s) = f.await.unwrap();
+        ok += o;
+        shed += s;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "login flood: {clients} clients for {elapsed:.1} s: {:.1} logins/s ({ok} ok, {shed} refused or failed)",
+        ok as f64 / elapsed
+    );
+    println!(
+        "GET /auth/me during the flood: p50 {:.2} ms, p99 {:.2} ms (idle: p50 {:.2} ms, p99 {:.2} ms)",
+        ms(percentile(&during, 0.5)),
+        ms(percentile(&during, 0.99)),
+        ms(percentile(&idle, 0.5)),
+        ms(percentile(&idle, 0.99))
     );
 }

@@ -12,6 +12,11 @@ use std::net::IpAddr;
 use axum::http::HeaderMap;
 
 /// An address block, `10.0.0.0/8` or `fd00::/8` (a bare address is a /32 or /128).
+///
+/// Addresses are compared in canonical form, IPv4-mapped IPv6 as IPv4: a
+/// block written in mapped form (`::ffff:10.0.0.0/104`) is that IPv4 block,
+/// and an IPv6 block with a prefix shorter than /96 (`::/0`) holds IPv6
+/// addresses only, so IPv4 clients are matched by IPv4 blocks alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
     network: IpAddr,
@@ -34,6 +39,15 @@ impl std::str::FromStr for Cidr {
             Some(p) => {
                 p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("`{s}` has a bad prefix length"))?
             }
+        };
+        // An IPv4-mapped block (`::ffff:10.0.0.0/104`) is the IPv4 block it
+        // maps: `contains` compares addresses in their canonical (IPv4) form,
+        // so kept as IPv6 it would contain no address at all, not even its own.
+        let (network, prefix) = match network {
+            IpAddr::V6(v6) if prefix >= 96 => {
+                v6.to_ipv4_mapped().map_or((network, prefix), |v4| (IpAddr::V4(v4), prefix - 96))
+            }
+            _ => (network, prefix),
         };
         Ok(Self { network, prefix })
     }
@@ -109,6 +123,13 @@ mod tests {
         let v6: Cidr = "fd00::/8".parse().unwrap();
         assert!(v6.contains("fd12::1".parse().unwrap()));
         assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains("1.2.3.4".parse().unwrap()));
+        // IPv4-mapped blocks hold the IPv4 addresses they map (found by fuzz/ target client_ip).
+        let mapped: Cidr = "::ffff:10.0.0.0/104".parse().unwrap();
+        assert_eq!(mapped, "10.0.0.0/8".parse().unwrap());
+        assert!(mapped.contains("10.1.2.3".parse().unwrap()));
+        assert!(mapped.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!mapped.contains("11.0.0.1".parse().unwrap()));
+        assert!("::ffff:192.0.2.1".parse::<Cidr>().unwrap().contains("192.0.2.1".parse().unwrap()));
         for bad in ["", "10.0.0.0/33", "host/8", "::/129"] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }

@@ -4,7 +4,7 @@
 //! possible with a cross-site "simple" request (SEED-FLAWS F12e). Here:
 //! a `Content-Type` other than `application/json` is 415; a body over the
 //! route's `DefaultBodyLimit` is 413; malformed JSON, unknown, duplicate or
-//! mistyped fields are 400 `Invalid request body` with a hint naming the
+//! mistyped fields, and any top-level value but an object, are 400 `Invalid request body` with a hint naming the
 //! field but never echoing its value (a mistyped password must not come back
 //! in an error body or a log line).
 
@@ -55,6 +55,11 @@ fn is_json(value: Option<&axum::http::HeaderValue>) -> bool {
 /// # Errors
 /// 400 `Invalid request body` with a hint naming the first problem.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // serde's derived structs also accept a JSON array of the field values
+    // (`["a@b.io","pw"]` would be a login); every Gatehouse body is an object.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::bad_request("Invalid request body").with_hint("the body must be a JSON object"));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de)
         .map_err(|e| ApiError::bad_request("Invalid request body").with_hint(describe(&e)))?;
@@ -115,6 +120,8 @@ mod tests {
         assert!(hint(r#"{"email":"a@b.co","password":12345678}"#).contains("field `password` has the wrong type"));
         assert!(hint(r#"{"email":"#).contains("incomplete"));
         assert!(hint("[1,2]").contains("JSON object"));
+        // The field values as an array would deserialise into the struct.
+        assert!(hint(r#" ["a@b.co","correct horse"]"#).contains("JSON object"));
         assert!(hint(r#""a string""#).contains("JSON object"));
         assert!(hint(r#"{"email":"a@b.co","password":"x"} trailing"#).contains("not valid JSON"));
     }

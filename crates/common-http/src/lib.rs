@@ -6,15 +6,27 @@
 //!   duplicate or mistyped fields refused with a useful 400;
 //! - [`request_id`]: keep a well-formed incoming `X-Request-ID`, else mint one,
 //!   and open one tracing span per request carrying it;
+//! - [`metrics`]: per-service Prometheus registries, request counts and
+//!   latencies by route, `GET /metrics` for allowed networks;
+//! - [`openapi`]: the OpenAPI schema of the error envelope, for every
+//!   service's API description;
 //! - [`serve`]: serve a router until a cancellation token fires, finishing the
-//!   requests in flight (graceful shutdown).
+//!   requests in flight (graceful shutdown), over plain HTTP or HTTPS;
+//! - [`tls`]: the server certificate (reloaded when its files change) and
+//!   the trust roots of TLS clients;
+//! - [`client`]: the pooled `http://`/`https://` client of calls between
+//!   Gatehouse processes.
 
+pub mod client;
 pub mod client_ip;
 pub mod cookies;
 pub mod error;
 pub mod json;
+pub mod metrics;
+pub mod openapi;
 pub mod request_id;
 pub mod serve;
+pub mod tls;
 
 pub use error::ApiError;
 pub use json::StrictJson;

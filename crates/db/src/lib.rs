@@ -44,9 +44,22 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
                 Self::Unavailable(e)
             }
+            sqlx::Error::Database(db) if db.code().is_some_and(|code| is_unavailable_sqlstate(&code)) => {
+                Self::Unavailable(e)
+            }
             _ => Self::Database(e),
         }
     }
+}
+
+/// SQLSTATEs with which PostgreSQL says "not now" rather than "wrong": a
+/// restart or failover in progress (a fast shutdown ends each session with
+/// 57P01 `admin_shutdown`; connecting during startup or shutdown gets 57P03
+/// `cannot_connect_now`), a crashed peer (57P02), a connection lost (class
+/// 08), or no connection slot left (53300). The request may succeed when
+/// retried, so it is a 503, not a 500.
+fn is_unavailable_sqlstate(code: &str) -> bool {
+    matches!(code, "57P01" | "57P02" | "57P03" | "53300") || code.starts_with("08")
 }
 
 /// Where the database is, parsed from `DATABASE_URL` / `DB_DSN`.
@@ -172,5 +185,32 @@ mod tests {
         let err = DatabaseTarget::parse("mysql://u:hunter2@h/db").unwrap_err().to_string();
         assert!(!err.contains("hunter2"));
         assert!(DatabaseTarget::parse("host=db port=x").is_err());
+    }
+
+    #[test]
+    fn sqlstates_of_an_outage_are_unavailable() {
+        for code in ["57P01", "57P02", "57P03", "53300", "08006", "08001"] {
+            assert!(is_unavailable_sqlstate(code), "{code}");
+        }
+        // A constraint or a syntax error is a bug or bad input, not an outage.
+        for code in ["23505", "42601", "40001", "57014"] {
+            assert!(!is_unavailable_sqlstate(code), "{code}");
+        }
+    }
+
+    /// A session ended by the server (what every open connection gets when
+    /// PostgreSQL is stopped with a fast shutdown) is an outage, a 503.
+    #[tokio::test]
+    async fn a_terminated_session_is_unavailable() {
+        let url = std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/gatehouse_test".to_owned());
+        let DatabaseTarget::Postgres(options) = DatabaseTarget::parse(&url).unwrap() else {
+            panic!("TEST_DATABASE_URL is a PostgreSQL URL");
+        };
+        let pool =
+            open_postgres(options, PoolSettings { max_connections: 1, ..PoolSettings::default() }).await.unwrap();
+        let err = sqlx::query("select pg_terminate_backend(pg_backend_pid())").execute(&pool).await.unwrap_err();
+        let err = StoreError::from(err);
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
     }
 }

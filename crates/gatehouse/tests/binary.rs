@@ -1,76 +1,24 @@
 //! The real `gatehouse` binary, started as a user would start it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use testkit::{DEFAULT_PASSWORD, TestDatabase, postgres_base_url, unique_email};
 
-const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
+mod support;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A child process killed on drop, so a failing test leaves nothing running.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn gatehouse(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args).current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-    cmd.env("RUST_LOG", "warn");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
-async fn wait_ready(base: &str) {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(r) = client.get(format!("{base}/ready")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{base} did not become ready");
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "the process did not exit in time");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use support::{Running, StackPorts, free_port, gatehouse, sigterm, wait_exit, wait_ready};
 
 /// The README's curl walkthrough, against `gatehouse up` in an empty directory.
 #[tokio::test]
 async fn up_serves_the_readme_walkthrough_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port().to_string();
-    let gw_port = free_port().to_string();
-    let users_port = free_port().to_string();
-    let ports = [("AUTH_PORT", port.as_str()), ("GATEWAY_PORT", gw_port.as_str()), ("USERS_PORT", users_port.as_str())];
+    let stack = StackPorts::new();
+    let env = stack.env();
+    let ports: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (port, gw_port, users_port) = (stack.auth, stack.gateway, stack.users);
     let mut child = Running(gatehouse(&["up"], &ports, dir.path()).spawn().unwrap());
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&base).await;
@@ -251,6 +199,7 @@ async fn two_auth_processes_on_postgres_rotate_refresh_tokens_atomically() {
             ("JWT_SECRET", secret),
             ("CSRF_SECRET", secret),
             ("REFRESH_TOKEN_SECRET", secret),
+            ("MFA_ENCRYPTION_KEY", "3q2+7wABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGho="),
             ("REFRESH_TOKEN_REUSE_INTERVAL", "0"),
             ("PORT", port),
             ("BIND_ADDRESS", "127.0.0.1"),

@@ -8,18 +8,24 @@
 //! - `GET 200, token cached`: one token sent again and again, the steady
 //!   state of one client (and what `bench/gateway.sh` drives with wrk);
 //! - `GET 200, token not cached`: every request a token the gateway has not
-//!   seen (SHA-256, full signature check, cache insert), as for the first
-//!   request of each new token;
+//!   seen (bearer parse, full signature check, cache insert), as for the
+//!   first request of each new token;
 //! - `GET 401, bad signature`: the signature is checked and fails, nothing
 //!   is proxied.
 //!
 //! and, as the floor, `upstream direct`: the same GET sent straight to the
-//! upstream over the gateway's own pooled client, so `200 − upstream direct`
-//! is roughly what the gateway adds.
+//! upstream over the gateway's own upstream pool (`upstream.rs`, what the
+//! proxy sends through), so `200 − upstream direct` is roughly what the
+//! gateway adds; and, for comparison, over hyper-util's pooled client (what
+//! the proxy used before, and still what fetches the JWKS).
 //!
 //! Everything runs on one current-thread tokio runtime driven by
-//! `block_on`, so the figures are CPU time on one core (gateway + upstream +
-//! loopback), without cross-thread wake-ups. Figures only; `bench/gateway.sh`
+//! `block_on`, on the bench's own thread, without cross-thread wake-ups. The
+//! time reported is that thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`:
+//! system calls and the loopback's in-line network processing included),
+//! not wall time: the machine is shared with builds and tests, and CPU time
+//! barely moves when another process competes for the cores, where wall time
+//! doubles. Off Unix it falls back to wall time and says so. Figures only; `bench/gateway.sh`
 //! measures the release binary under wrk.
 // A benchmark: a failed setup should stop it loudly, as in tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -27,12 +33,14 @@
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode, header};
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
+use gateway::edge::Gateway;
 use gateway::keys::{KeySourceConfig, VerifyingKeysHolder};
 use gateway::rate_limit::Quota;
 use gateway::routes::{RouteTable, ServiceUrls};
@@ -45,6 +53,31 @@ use tower::ServiceExt as _;
 const UPSTREAM_BODY: &str =
     r#"{"user_id":"usr_7f3a9c2e","name":"Bench User","email":"bench.user@example.com","plan":"pro","active":true}"#;
 const PATH: &str = "/api/v1/users/profile";
+
+/// The calling thread's CPU time so far (`CLOCK_THREAD_CPUTIME_ID`), or
+/// `None` off Unix (then the benches use wall time).
+fn thread_cpu_time() -> Option<Duration> {
+    #[cfg(unix)]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        Some(Duration::new(u64::try_from(t.tv_sec).ok()?, u32::try_from(t.tv_nsec).ok()?))
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// Runs `run` once per prepared input and returns the CPU time (else wall
+/// time) of the whole loop; preparing the inputs is not counted.
+fn timed<I>(inputs: Vec<I>, mut run: impl FnMut(I)) -> Duration {
+    let (cpu, wall) = (thread_cpu_time(), Instant::now());
+    for input in inputs {
+        run(input);
+    }
+    match (cpu, thread_cpu_time()) {
+        (Some(start), Some(end)) => end.saturating_sub(start),
+        _ => wall.elapsed(),
+    }
+}
 
 /// A tiny upstream on `127.0.0.1:0`, spawned on `rt`; returns its base URL.
 fn spawn_upstream(rt: &Runtime) -> String {
@@ -100,8 +133,8 @@ fn request(token: &str) -> Request<Body> {
     request
 }
 
-/// One request through the router; the response body is read to the end.
-async fn send(app: Router, request: Request<Body>, expect: StatusCode) -> bytes::Bytes {
+/// One request through the gateway; the response body is read to the end.
+async fn send(app: Gateway, request: Request<Body>, expect: StatusCode) -> bytes::Bytes {
     let response = app.oneshot(request).await.unwrap();
     assert_eq!(response.status(), expect);
     axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap()
@@ -127,14 +160,14 @@ struct UncachedRequests<'a> {
     key: &'a SigningKey,
     tokens: Vec<String>,
     warm_token: String,
-    app: Option<Router>,
+    app: Option<Gateway>,
     next: usize,
 }
 
 impl UncachedRequests<'_> {
     const POOL: usize = 256;
 
-    fn next(&mut self) -> (Router, Request<Body>) {
+    fn next(&mut self) -> (Gateway, Request<Body>) {
         if self.next.is_multiple_of(Self::POOL) || self.app.is_none() {
             let app = gateway::app(gateway_state(self.rt, self.upstream, self.key));
             self.rt.block_on(send(app.clone(), request(&self.warm_token), StatusCode::OK));
@@ -147,6 +180,9 @@ impl UncachedRequests<'_> {
 }
 
 fn stack(c: &mut Criterion) {
+    if thread_cpu_time().is_none() {
+        eprintln!("note: no thread CPU clock here; reporting wall time, not CPU time");
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let upstream = spawn_upstream(&rt);
     let now =
@@ -168,11 +204,12 @@ fn stack(c: &mut Criterion) {
         rt.block_on(send(app.clone(), request(&forged), StatusCode::UNAUTHORIZED));
 
         group.bench_function(format!("{} GET 200, token cached", alg.as_str()), |b| {
-            b.iter_batched(
-                || request(&token),
-                |req| black_box(rt.block_on(send(app.clone(), req, StatusCode::OK))),
-                BatchSize::SmallInput,
-            )
+            b.iter_custom(|iters| {
+                let requests = (0..iters).map(|_| request(&token)).collect();
+                timed(requests, |req| {
+                    black_box(rt.block_on(send(app.clone(), req, StatusCode::OK)));
+                })
+            })
         });
         let mut uncached = UncachedRequests {
             rt: &rt,
@@ -184,38 +221,58 @@ fn stack(c: &mut Criterion) {
             next: 0,
         };
         group.bench_function(format!("{} GET 200, token not cached", alg.as_str()), |b| {
-            b.iter_batched(
-                || uncached.next(),
-                |(app, req)| black_box(rt.block_on(send(app, req, StatusCode::OK))),
-                BatchSize::SmallInput,
-            )
+            b.iter_custom(|iters| {
+                let requests = (0..iters).map(|_| uncached.next()).collect();
+                timed(requests, |(app, req)| {
+                    black_box(rt.block_on(send(app, req, StatusCode::OK)));
+                })
+            })
         });
         group.bench_function(format!("{} GET 401, bad signature", alg.as_str()), |b| {
-            b.iter_batched(
-                || request(&forged),
-                |req| black_box(rt.block_on(send(app.clone(), req, StatusCode::UNAUTHORIZED))),
-                BatchSize::SmallInput,
-            )
+            b.iter_custom(|iters| {
+                let requests = (0..iters).map(|_| request(&forged)).collect();
+                timed(requests, |req| {
+                    black_box(rt.block_on(send(app.clone(), req, StatusCode::UNAUTHORIZED)));
+                })
+            })
         });
     }
 
-    // The floor: the same GET straight to the upstream over the gateway's pooled client.
+    // The floor: the same GET straight to the upstream over the gateway's own clients.
     let key = SigningKey::hs256(&Secret::generate().unwrap()).unwrap();
     let state = gateway_state(&rt, &upstream, &key);
+    let target: axum::http::Uri = upstream.parse().unwrap();
+    let pool = Arc::clone(state.upstream(&target).unwrap());
+    let host = target.authority().unwrap().as_str().to_owned();
+    group.bench_function("upstream direct (gateway's upstream pool)", |b| {
+        b.iter_custom(|iters| {
+            let requests = (0..iters)
+                .map(|_| {
+                    Request::get("/users/profile").header(header::HOST, host.as_str()).body(Body::empty()).unwrap()
+                })
+                .collect();
+            timed(requests, |req| {
+                black_box(rt.block_on(async {
+                    let response = pool.send(req).await.unwrap();
+                    assert_eq!(response.status(), StatusCode::OK);
+                    axum::body::to_bytes(Body::new(response.into_body()), 1 << 20).await.unwrap()
+                }));
+            })
+        })
+    });
     let client = state.client().clone();
     let url = format!("{upstream}/users/profile");
-    group.bench_function("upstream direct (gateway's pooled client)", |b| {
-        b.iter_batched(
-            || Request::get(url.as_str()).body(Body::empty()).unwrap(),
-            |req| {
+    group.bench_function("upstream direct (hyper-util pooled client)", |b| {
+        b.iter_custom(|iters| {
+            let requests = (0..iters).map(|_| Request::get(url.as_str()).body(Body::empty()).unwrap()).collect();
+            timed(requests, |req| {
                 black_box(rt.block_on(async {
                     let response = client.request(req).await.unwrap();
                     assert_eq!(response.status(), StatusCode::OK);
                     axum::body::to_bytes(Body::new(response.into_body()), 1 << 20).await.unwrap()
-                }))
-            },
-            BatchSize::SmallInput,
-        )
+                }));
+            })
+        })
     });
     group.finish();
 }

@@ -1,6 +1,7 @@
 //! The gateway's typed configuration, built by the `gatehouse` binary from
 //! the environment (or by tests directly).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokens::{CsrfKey, Secret};
@@ -26,7 +27,9 @@ pub struct GatewayConfig {
     pub trusted_proxies: Vec<Cidr>,
     /// Per client IP, every route.
     pub ip_quota: Quota,
-    /// Per client IP on login, register and refresh, in addition.
+    /// Per client IP on the credential routes (`phases::is_credential_path`:
+    /// login, register, refresh, MFA verify, password forgot/reset, email
+    /// verify/resend), in addition.
     pub auth_ip_quota: Quota,
     /// Per user on protected routes, in addition.
     pub user_quota: Quota,
@@ -43,6 +46,20 @@ pub struct GatewayConfig {
     pub response_timeout: Duration,
     /// The revocation feed to poll; `None` trusts tokens until they expire.
     pub revocation: Option<RevocationConfig>,
+    /// How often the JWKS is refetched even when every `kid` is known
+    /// (`JWKS_REFRESH_INTERVAL`), so a key published ahead of a rotation is
+    /// known before the first token it signs arrives. Matches the auth
+    /// service's `Cache-Control: max-age=60` by default.
+    pub jwks_refresh_interval: Duration,
+    /// `METRICS_ALLOWED_CIDRS`: who may scrape `/metrics` (loopback by default).
+    pub metrics_allowed: Vec<Cidr>,
+    /// Whom an `https://` upstream's certificate (and the JWKS and
+    /// revocation feed's, over https) must chain to: the public web PKI by
+    /// default, exactly the `UPSTREAM_CA` bundle when that is set.
+    pub upstream_roots: Arc<rustls::RootCertStore>,
+    /// The public API's OpenAPI document, served at `/openapi.json` with
+    /// Swagger UI at `/docs` ([`crate::docs`]); `None` serves neither.
+    pub openapi: Option<serde_json::Value>,
 }
 
 impl GatewayConfig {
@@ -67,6 +84,10 @@ impl GatewayConfig {
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(30),
             revocation: None,
+            jwks_refresh_interval: Duration::from_secs(60),
+            metrics_allowed: common_http::metrics::loopback_only(),
+            upstream_roots: Arc::new(common_http::tls::public_roots()),
+            openapi: None,
         }
     }
 }

@@ -7,24 +7,39 @@
 //! hammer the auth service; a failed fetch keeps the keys it had.
 //!
 //! Verification is on every request's path, and a client sends the same
-//! token many times, so verified claims are cached by the token's SHA-256
-//! for at most [`CACHE_TTL`] and never past the token's `exp`. The cache is
-//! bounded ([`CACHE_MAX_ENTRIES`]; cleared when full) and forgotten whenever
-//! the key set changes. Revocation is checked after the cache, on every
-//! request.
+//! token many times, so verified tokens are cached for at most
+//! [`CACHE_TTL`] and never past the token's `exp`. The cache is bounded
+//! ([`CACHE_MAX_ENTRIES`]; cleared when full) and forgotten whenever the key
+//! set changes. Revocation is checked after the cache, on every request.
+//!
+//! # The cache key is the whole `Authorization` value
+//!
+//! A hit must cost next to nothing, since it is every request of a client
+//! that already sent its token once. So the cache is keyed by the complete
+//! `Authorization` header value, byte for byte, and compared in full on a
+//! hit (a hash map compares keys, not just hashes): a hit means exactly
+//! these bytes were parsed as a `Bearer` credential and their token verified
+//! before, so neither the header parse nor a digest of the ~1 KB token is
+//! redone. The hash is foldhash, randomly seeded per process; a collision
+//! costs a comparison, never a wrong answer, and only verified tokens are
+//! ever inserted, so a client cannot fill the map with keys of its choosing.
+//! (This replaced a SHA-256 of the token per request, which was needed only
+//! because the digest alone stood for the token.) An entry holds the claims
+//! and the `X-User-ID` / `X-User-Email` header values built from them, shared
+//! by reference, so a hit allocates nothing.
 
 use std::sync::{Arc, RwLock};
 
 use dashmap::DashMap;
-use sha2::{Digest as _, Sha256};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{Request, Uri};
+use axum::http::{HeaderValue, Request, Uri};
 use http_body_util::BodyExt as _;
 use jsonwebtoken::jwk::JwkSet;
-use tokens::{AccessClaims, AccessTokenVerifier, VerifyError, VerifyingKeys};
+use tokens::{AccessClaims, AccessTokenVerifier, BearerError, VerifyError, VerifyingKeys, parse_bearer};
 
+use crate::metrics::KeyMetrics;
 use crate::proxy::HttpClient;
 
 /// Where keys come from.
@@ -51,15 +66,50 @@ pub const CACHE_TTL: Duration = Duration::from_secs(60);
 /// The most tokens the cache holds.
 pub const CACHE_MAX_ENTRIES: usize = 50_000;
 
-struct CachedClaims {
-    claims: AccessClaims,
+/// A verified access token, as the proxy uses it on every request.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    pub claims: AccessClaims,
+    /// `X-User-ID`: the `sub` claim; `None` if it cannot be a header value.
+    pub user_id_header: Option<HeaderValue>,
+    /// `X-User-Email`: the `email` claim; `None` if it cannot be a header value.
+    pub email_header: Option<HeaderValue>,
+    /// The `sub` claim again, shared with the access log.
+    pub user_id: Arc<str>,
+}
+
+impl VerifiedToken {
+    fn new(claims: AccessClaims) -> Self {
+        Self {
+            user_id_header: HeaderValue::from_str(&claims.sub).ok(),
+            email_header: HeaderValue::from_str(&claims.email).ok(),
+            user_id: Arc::from(claims.sub.as_str()),
+            claims,
+        }
+    }
+}
+
+/// Why an `Authorization` header did not yield a verified token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthorizationError {
+    /// No header, or not a well-formed `Bearer` credential.
+    #[error(transparent)]
+    Bearer(#[from] BearerError),
+    /// A `Bearer` token that does not verify.
+    #[error(transparent)]
+    Token(#[from] VerifyError),
+}
+
+struct CachedToken {
+    token: Arc<VerifiedToken>,
     /// Unix seconds after which the entry is not used.
     valid_until: i64,
 }
 
 struct Inner {
     verifier: RwLock<Arc<AccessTokenVerifier>>,
-    cache: DashMap<[u8; 32], CachedClaims>,
+    /// Keyed by the whole `Authorization` header value (module docs).
+    cache: DashMap<Box<[u8]>, CachedToken, foldhash::fast::RandomState>,
     jwks_url: Option<Uri>,
     min_refetch_interval: Duration,
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
@@ -67,6 +117,7 @@ struct Inner {
     issuer: String,
     audience: String,
     refetches: std::sync::atomic::AtomicU64,
+    metrics: KeyMetrics,
 }
 
 /// The current verifier, refreshed from the JWKS when needed. Cheap to clone.
@@ -76,7 +127,13 @@ pub struct KeySource(Arc<Inner>);
 impl KeySource {
     /// Builds the source; with a JWKS it tries one fetch now (the gateway
     /// still starts if the auth service is not up yet, and is not ready).
-    pub async fn new(config: KeySourceConfig, client: HttpClient, issuer: &str, audience: &str) -> Self {
+    pub async fn new(
+        config: KeySourceConfig,
+        client: HttpClient,
+        issuer: &str,
+        audience: &str,
+        metrics: KeyMetrics,
+    ) -> Self {
         let (keys, url, interval) = match config {
             KeySourceConfig::Static(keys) => (keys.0, None, Duration::MAX),
             KeySourceConfig::Jwks { url, min_refetch_interval } => {
@@ -85,7 +142,7 @@ impl KeySource {
         };
         let source = Self(Arc::new(Inner {
             verifier: RwLock::new(Arc::new(AccessTokenVerifier::new(keys, issuer, audience, 30))),
-            cache: DashMap::new(),
+            cache: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             jwks_url: url,
             min_refetch_interval: interval,
             last_fetch: tokio::sync::Mutex::new(None),
@@ -93,6 +150,7 @@ impl KeySource {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             refetches: std::sync::atomic::AtomicU64::new(0),
+            metrics,
         }));
         if source.0.jwks_url.is_some() {
             source.refetch(true).await;
@@ -112,25 +170,53 @@ impl KeySource {
         !self.current().keys().is_empty()
     }
 
+    /// How many keys tokens are verified with now.
+    pub fn key_count(&self) -> usize {
+        self.current().keys().len()
+    }
+
     /// How many JWKS fetches were made (for tests and metrics).
     pub fn fetch_count(&self) -> u64 {
         self.0.refetches.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Verifies an access token; on an unknown `kid` refetches the JWKS (rate
-    /// limited) and tries once more.
+    /// The verified token of an `Authorization` header: from the cache when
+    /// these exact header bytes were verified within [`CACHE_TTL`] (and the
+    /// token has not expired), else parsed and verified, and cached.
+    ///
+    /// # Errors
+    /// [`AuthorizationError`]: a missing or malformed header, or a token that
+    /// does not verify.
+    pub async fn verify_authorization(
+        &self,
+        header: Option<&HeaderValue>,
+    ) -> Result<Arc<VerifiedToken>, AuthorizationError> {
+        let header = header.ok_or(BearerError::Missing)?.as_bytes();
+        let now = unix_now();
+        if let Some(hit) = self.0.cache.get(header)
+            && hit.valid_until > now
+        {
+            self.0.metrics.cache_hit();
+            return Ok(Arc::clone(&hit.token));
+        }
+        self.0.metrics.cache_miss();
+        let claims = self.verify(parse_bearer(Some(header))?).await?;
+        if self.0.cache.len() >= CACHE_MAX_ENTRIES {
+            self.0.cache.clear();
+        }
+        let valid_until = claims.exp.min(now + CACHE_TTL.as_secs() as i64);
+        let token = Arc::new(VerifiedToken::new(claims));
+        self.0.cache.insert(header.into(), CachedToken { token: Arc::clone(&token), valid_until });
+        Ok(token)
+    }
+
+    /// Verifies an access token, without the cache; on an unknown `kid`
+    /// refetches the JWKS (rate limited) and tries once more.
     ///
     /// # Errors
     /// [`VerifyError`] from the verifier.
     pub async fn verify(&self, token: &str) -> Result<AccessClaims, VerifyError> {
-        let now = unix_now();
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(hit) = self.0.cache.get(&digest)
-            && hit.valid_until > now
-        {
-            return Ok(hit.claims.clone());
-        }
-        let claims = match self.current().verify(token) {
+        match self.current().verify(token) {
             Err(VerifyError::UnknownKid) if self.0.jwks_url.is_some() => {
                 if self.refetch(false).await {
                     self.current().verify(token)
@@ -139,13 +225,7 @@ impl KeySource {
                 }
             }
             other => other,
-        }?;
-        if self.0.cache.len() >= CACHE_MAX_ENTRIES {
-            self.0.cache.clear();
         }
-        let valid_until = claims.exp.min(now + CACHE_TTL.as_secs() as i64);
-        self.0.cache.insert(digest, CachedClaims { claims: claims.clone(), valid_until });
-        Ok(claims)
     }
 
     /// Fetches the JWKS unless one was fetched within the minimum interval
@@ -169,14 +249,17 @@ impl KeySource {
                 }
                 // A key may have been retired: nothing verified under the old set is reused.
                 self.0.cache.clear();
+                self.0.metrics.refreshed(true);
                 tracing::info!("JWKS refreshed");
                 true
             }
             Ok(_) => {
+                self.0.metrics.refreshed(false);
                 tracing::warn!("JWKS fetch returned no usable keys; keeping the current keys");
                 false
             }
             Err(e) => {
+                self.0.metrics.refreshed(false);
                 tracing::warn!(error = %e, "JWKS fetch failed; keeping the current keys");
                 false
             }

@@ -3,18 +3,27 @@
 //! Every request gets a fresh request id, CORS is answered here, then the
 //! proxy phases ([`phases`]) route it, rate-limit it, check its access token
 //! and CSRF token on protected routes, sign the identity assertion and
-//! stream it to the upstream over a pooled client.
+//! stream it to the upstream over a pooled keep-alive connection. [`edge`]
+//! says how a request is dispatched, and why not through an axum router on
+//! the hot path.
 
 /// Client addresses and trusted proxies live in `common-http`, shared with the auth service.
 pub use common_http::client_ip;
 pub mod config;
+pub mod demo;
+pub mod docs;
+pub mod edge;
 pub mod keys;
+pub mod metrics;
 pub mod path;
 pub mod phases;
 pub mod proxy;
 pub mod rate_limit;
+pub mod request_id;
 pub mod revocation;
 pub mod routes;
+pub mod signer;
+pub mod upstream;
 
 use std::sync::Arc;
 
@@ -24,18 +33,15 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use common_http::ApiError;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use config::GatewayConfig;
 
 use crate::keys::KeySource;
-use crate::proxy::{HttpClient, http_client};
+use crate::proxy::HttpClient;
 use crate::rate_limit::{MemoryLimiter, RateLimiter, RedisLimiter};
-use crate::revocation::RevocationView;
+use crate::revocation::{RedisRevocations, RevocationView};
 
 struct Inner {
     config: GatewayConfig,
@@ -43,6 +49,15 @@ struct Inner {
     keys: KeySource,
     limiter: Arc<dyn RateLimiter>,
     revocation: Option<Arc<RevocationView>>,
+    redis_revocations: Option<RedisRevocations>,
+    signer: signer::AssertionSigner,
+    /// One pool per distinct upstream of the route table.
+    upstreams: Vec<Arc<upstream::UpstreamPool>>,
+    /// Each route's pool, by the route's name (compared by pointer: a
+    /// request's route is one of these, so finding its pool costs no
+    /// string or URI comparison).
+    route_pools: Vec<(Arc<str>, Arc<upstream::UpstreamPool>)>,
+    metrics: metrics::GatewayMetrics,
 }
 
 /// The gateway's shared state; cheap to clone.
@@ -69,6 +84,30 @@ impl GatewayState {
     pub fn revocation(&self) -> Option<&RevocationView> {
         self.0.revocation.as_deref()
     }
+
+    pub fn redis_revocations(&self) -> Option<&RedisRevocations> {
+        self.0.redis_revocations.as_ref()
+    }
+
+    /// Signs identity assertions with the gateway secrets.
+    pub fn signer(&self) -> &signer::AssertionSigner {
+        &self.0.signer
+    }
+
+    /// The gateway's Prometheus metrics.
+    pub fn metrics(&self) -> &metrics::GatewayMetrics {
+        &self.0.metrics
+    }
+
+    /// The connection pool of an upstream of the route table.
+    pub fn upstream(&self, target: &axum::http::Uri) -> Option<&Arc<upstream::UpstreamPool>> {
+        self.0.upstreams.iter().find(|p| p.target() == target)
+    }
+
+    /// The connection pool of `route`, a route of this gateway's table.
+    pub fn route_pool(&self, route: &routes::Route) -> Option<&Arc<upstream::UpstreamPool>> {
+        self.0.route_pools.iter().find(|(name, _)| Arc::ptr_eq(name, &route.name)).map(|(_, pool)| pool)
+    }
 }
 
 /// Why the gateway could not start.
@@ -76,6 +115,14 @@ impl GatewayState {
 pub enum StartError {
     #[error("rate limiter: {0}")]
     Limiter(#[from] rate_limit::LimiterError),
+    #[error("redis: {0}")]
+    Redis(String),
+    #[error("upstream TLS: {0}")]
+    UpstreamTls(String),
+    #[error("the route table covers {0}, where the API documentation is served")]
+    DocsShadowed(&'static str),
+    #[error("the route table covers {0}, where the demo page is served")]
+    PageShadowed(&'static str),
 }
 
 /// Builds the state: the upstream client, the keys (fetching the JWKS once)
@@ -84,8 +131,23 @@ pub enum StartError {
 /// # Errors
 /// [`StartError`] when the limiter cannot be set up.
 pub async fn build_state(config: GatewayConfig) -> Result<GatewayState, StartError> {
-    let client = http_client(config.connect_timeout);
-    let keys = KeySource::new(config.keys.clone(), client.clone(), &config.issuer, &config.audience).await;
+    if config.openapi.is_some()
+        && let Some(path) = docs::collides_with(&config.routes)
+    {
+        return Err(StartError::DocsShadowed(path));
+    }
+    if let Some(path) = demo::collides_with(&config.routes) {
+        return Err(StartError::PageShadowed(path));
+    }
+    let tls = common_http::tls::client_config(Arc::clone(&config.upstream_roots))
+        .map_err(|e| StartError::UpstreamTls(e.to_string()))?;
+    let client = common_http::client::internal_client(config.connect_timeout, Arc::clone(&config.upstream_roots))
+        .map_err(|e| StartError::UpstreamTls(e.to_string()))?;
+    let metrics = metrics::MetricsSetup::new(&config);
+    let keys =
+        KeySource::new(config.keys.clone(), client.clone(), &config.issuer, &config.audience, metrics.key_metrics())
+            .await;
+    let metrics = metrics.build(&config, &keys);
     let limiter: Arc<dyn RateLimiter> = match &config.redis_url {
         Some(url) => Arc::new(RedisLimiter::connect(url, &config.redis_prefix).await?),
         None => Arc::new(MemoryLimiter::new(config.limiter_max_keys)),
@@ -100,26 +162,57 @@ pub async fn build_state(config: GatewayConfig) -> Result<GatewayState, StartErr
         }
         None => None,
     };
-    Ok(GatewayState(Arc::new(Inner { config, client, keys, limiter, revocation })))
+    let redis_revocations = match &config.redis_url {
+        Some(url) => Some(RedisRevocations::new(url, &config.redis_prefix).map_err(StartError::Redis)?),
+        None => None,
+    };
+    let signer = signer::AssertionSigner::new(&config.gateway_secrets);
+    let mut upstreams: Vec<Arc<upstream::UpstreamPool>> = Vec::new();
+    let mut route_pools = Vec::new();
+    for route in config.routes.routes() {
+        let pool = match upstreams.iter().find(|p| *p.target() == route.upstream) {
+            Some(pool) => Arc::clone(pool),
+            None => {
+                let pool = upstream::UpstreamPool::new(route.upstream.clone(), config.connect_timeout, &tls)
+                    .map_err(|e| StartError::UpstreamTls(e.to_string()))?;
+                upstreams.push(Arc::clone(&pool));
+                pool
+            }
+        };
+        route_pools.push((Arc::clone(&route.name), pool));
+    }
+    Ok(GatewayState(Arc::new(Inner {
+        config,
+        client,
+        keys,
+        limiter,
+        revocation,
+        redis_revocations,
+        signer,
+        upstreams,
+        route_pools,
+        metrics,
+    })))
 }
 
-/// The gateway's router with its layers, outermost first: request id (a new
-/// one for every request), panic → JSON 500, CORS (preflights answered here,
-/// never forwarded), then `/health`, `/ready` and the proxy.
-pub fn app(state: GatewayState) -> Router {
+/// The gateway: request id and access log, panic → JSON 500, CORS
+/// (preflights answered here, never forwarded), `nosniff`, then `/health`,
+/// `/ready`, `/metrics` ([`metrics`]) and the proxy. See [`edge`] for how a request is dispatched.
+pub fn app(state: GatewayState) -> edge::Gateway {
     let cors = cors_layer(&state.config().cors_origins);
-    Router::new()
+    let router = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", axum::routing::any(metrics::scrape))
+        .merge(demo::router())
+        .merge(state.config().openapi.clone().map(docs::router).unwrap_or_default())
         .fallback(phases::proxy_request)
-        .with_state(state)
-        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
-        .layer(cors)
-        .layer(CatchPanicLayer::custom(common_http::error::panic_response))
-        .layer(axum::middleware::from_fn(common_http::request_id::mint_request_id))
+        .with_state(state.clone());
+    let routed = edge::routed(router, cors.clone());
+    edge::Gateway::new(state, routed, &cors)
 }
 
-fn cors_layer(origins: &[String]) -> CorsLayer {
+pub(crate) fn cors_layer(origins: &[String]) -> CorsLayer {
     let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
@@ -164,10 +257,16 @@ async fn ready(State(state): State<GatewayState>) -> Result<impl IntoResponse, A
 ///
 /// # Errors
 /// I/O errors from the listener.
-pub async fn serve(state: GatewayState, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
-    state.keys().spawn_periodic_refresh(std::time::Duration::from_secs(300), shutdown.clone());
+pub async fn serve(
+    state: GatewayState,
+    listener: impl Into<common_http::serve::Listener>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    state.keys().spawn_periodic_refresh(state.config().jwks_refresh_interval, shutdown.clone());
     if let Some(view) = &state.0.revocation {
         view.spawn_poller(state.client().clone(), shutdown.clone());
     }
-    common_http::serve::serve(listener, app(state), shutdown).await
+    upstream::spawn_idle_sweeper(state.0.upstreams.clone(), shutdown.clone());
+    let options = common_http::serve::ServeOptions::default();
+    common_http::serve::serve_service(listener, app(state), shutdown, options).await
 }

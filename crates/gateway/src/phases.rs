@@ -6,98 +6,142 @@
 //! 2. [`rewrite_request`]: strip hop-by-hop and spoofable headers, drop
 //!    credentials the upstream must not see, add `X-Forwarded-*`, sign the
 //!    identity assertion, cap the body.
-//! 3. [`send_upstream`]: the pooled client, with a response timeout;
-//!    failures are classified by origin (502 unreachable, 504 too slow).
+//! 3. [`send_upstream`]: the route's upstream pool ([`crate::upstream`]),
+//!    with a response timeout; failures are classified by origin (502
+//!    unreachable, 504 too slow).
 //! 4. [`rewrite_response`]: hop-by-hop and upstream CORS headers out,
 //!    security headers in.
-//! 5. [`log_request`]: one access-log line (no tokens, no query).
 //!
-//! They share a [`ProxyCtx`].
+//! They share a [`ProxyCtx`]. The access-log line is written by the
+//! gateway's outermost service ([`crate::edge`], [`crate::request_id`]) from
+//! what the handler leaves in the response's extensions, so every request,
+//! proxied or not, gets exactly one.
+//!
+//! # Cost
+//!
+//! This is the hot path of the gateway, so the phases avoid per-request work
+//! that buys nothing: header names are constants rather than strings parsed
+//! on every call; values that are the same for every request of a token
+//! (`X-User-ID`, `X-User-Email`) are built once, when the token is verified
+//! and cached ([`crate::keys`]); new header values take ownership of their
+//! buffer instead of copying it; the upstream URI reuses the route's parsed
+//! scheme and authority; a request body whose length hyper already bounds
+//! (a `Content-Length` within the cap, or no body) is forwarded as is, and
+//! only a body of unknown length is wrapped in the counting limiter.
 
 // Phases reject with a ready `Response`, as axum handlers do; the large Err
 // variant is on the rejection path only.
 #![allow(clippy::result_large_err)]
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody as _};
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::header::{self, HeaderName, HeaderValue};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::request::Parts;
+use axum::http::uri::{self, PathAndQuery};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use common_http::ApiError;
 use common_http::cookies::{CSRF_COOKIE, cookie_value};
-use common_http::request_id::RequestId;
+use tokens::BearerError;
 use tokens::assertion::Assertion;
-use tokens::{BearerError, parse_bearer};
 
 use crate::GatewayState;
+use crate::keys::{AuthorizationError, VerifiedToken};
+use crate::metrics::{Counted, CsrfFailure, RateLimitOutcome, TokenFailure, UpstreamErrorKind};
 use crate::path::canonical_path;
 use crate::proxy::{remove_hop_by_hop, strip_identity_headers};
 use crate::rate_limit::{Decision, Quota, ceil_secs, ip_key};
+use crate::request_id::{AccessLogFields, GatewayRequestId, access_log_enabled};
 use crate::routes::Route;
+use crate::upstream::UpstreamBody;
 use common_http::client_ip::client_ip;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
+const X_USER_EMAIL: HeaderName = HeaderName::from_static("x-user-email");
+const X_GATEWAY_TIMESTAMP: HeaderName = HeaderName::from_static("x-gateway-timestamp");
+const X_GATEWAY_SIGNATURE: HeaderName = HeaderName::from_static("x-gateway-signature");
+const X_CSRF_TOKEN: HeaderName = HeaderName::from_static("x-csrf-token");
+const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static(crate::rate_limit::RATELIMIT_LIMIT);
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static(crate::rate_limit::RATELIMIT_REMAINING);
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static(crate::rate_limit::RATELIMIT_RESET);
 
 /// What the phases learn about one request.
 pub struct ProxyCtx {
-    pub request_id: String,
-    pub method: Method,
+    pub request_id: GatewayRequestId,
     pub client_ip: IpAddr,
-    pub route: Option<String>,
-    pub user_id: Option<String>,
-    pub started: Instant,
-}
-
-/// The caller of a protected route, from a verified access token.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub user_id: String,
-    pub email: String,
-    pub session_id: String,
+    /// The route's name, once routed.
+    pub route: Option<Arc<str>>,
+    /// The authenticated user, on protected routes.
+    pub user_id: Option<Arc<str>>,
 }
 
 /// Where `request_filter` decided the request goes.
 struct Plan<'a> {
     route: &'a Route,
-    /// The canonical path minus the stripped prefix, plus the query.
+    /// The canonical path minus the stripped prefix, plus the query; moved
+    /// into the upstream URI once signed.
     path_and_query: String,
-    identity: Option<Identity>,
+    /// The verified access token, on protected routes.
+    identity: Option<Arc<VerifiedToken>>,
     rate_limit: Option<Decision>,
 }
 
-/// The fallback handler: every path but `/health` and `/ready`.
-pub async fn proxy_request(
-    State(state): State<GatewayState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-) -> Response {
+/// The proxy as the routed stack's fallback handler (the way preflights and
+/// requests with an `Origin` take, see [`crate::edge`]).
+pub async fn proxy_request(State(state): State<GatewayState>, request: Request) -> Response {
+    let (mut response, route) = proxy(&state, request).await;
+    response.extensions_mut().insert(Counted::Proxied(route));
+    response
+}
+
+/// The proxy: every path the gateway does not serve itself, through the
+/// phases. Also returns the name of the route that took the request, for
+/// the metrics.
+pub async fn proxy(state: &GatewayState, request: Request) -> (Response, Option<Arc<str>>) {
     let (parts, body) = request.into_parts();
-    let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let Some(&ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
+        // The server always provides it (as axum's `ConnectInfo` extractor
+        // requires, which answers 500 too): without it there is no client
+        // address to rate-limit.
+        tracing::error!("request without the peer address; serve the gateway with ConnectInfo");
+        return (ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error").into_response(), None);
+    };
+    // The edge always sets it; minting keeps the handler total.
+    let request_id = parts.extensions.get::<GatewayRequestId>().cloned().unwrap_or_else(GatewayRequestId::mint);
     let mut ctx = ProxyCtx {
         request_id,
-        method: parts.method.clone(),
         client_ip: client_ip(peer.ip(), &parts.headers, &state.config().trusted_proxies),
         route: None,
         user_id: None,
-        started: Instant::now(),
     };
-    let response = match request_filter(&state, &mut ctx, &parts).await {
+    let mut response = match request_filter(state, &mut ctx, &parts).await {
         Err(rejection) => rejection,
-        Ok(plan) => match rewrite_request(&state, &ctx, parts, body, &plan) {
+        Ok(mut plan) => match rewrite_request(state, &ctx, parts, body, &mut plan) {
             Err(rejection) => rejection,
-            Ok(upstream_request) => match send_upstream(&state, &plan, upstream_request).await {
+            Ok(upstream_request) => match send_upstream(state, &ctx, &plan, upstream_request).await {
                 Err(rejection) => rejection,
                 Ok(upstream_response) => rewrite_response(&plan, upstream_response),
             },
         },
     };
-    log_request(&ctx, &response);
-    response
+    if access_log_enabled() {
+        response.extensions_mut().insert(AccessLogFields { upstream: ctx.route.clone(), user_id: ctx.user_id });
+    }
+    (response, ctx.route)
 }
 
-const METHOD_OVERRIDE_HEADERS: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
+static METHOD_OVERRIDE_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
 
 /// Phase 1. Answers the request itself when a check fails.
 async fn request_filter<'a>(state: &'a GatewayState, ctx: &mut ProxyCtx, parts: &Parts) -> Result<Plan<'a>, Response> {
@@ -105,7 +149,7 @@ async fn request_filter<'a>(state: &'a GatewayState, ctx: &mut ProxyCtx, parts: 
     if parts.method == Method::TRACE || parts.method == Method::CONNECT {
         return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed").into_response());
     }
-    if METHOD_OVERRIDE_HEADERS.iter().any(|h| parts.headers.contains_key(*h)) {
+    if METHOD_OVERRIDE_HEADERS.iter().any(|h| parts.headers.contains_key(h)) {
         return Err(ApiError::bad_request("Method override headers are not allowed").into_response());
     }
     // Request smuggling guard (RFC 9112 §6.3): never forward an ambiguous frame.
@@ -117,31 +161,38 @@ async fn request_filter<'a>(state: &'a GatewayState, ctx: &mut ProxyCtx, parts: 
     let Some((route, forwarded)) = config.routes.find(path) else {
         return Err(route_not_found(path));
     };
-    ctx.route = Some(route.name.clone());
+    ctx.route = Some(Arc::clone(&route.name));
     if !route.methods.contains(&parts.method) {
         return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed").into_response());
     }
 
     let ip = ip_key(ctx.client_ip);
     let fail_closed = route.rate_limit_fail_closed;
-    let mut decision = enforce(state, "ip", &ip, config.ip_quota, fail_closed).await?;
-    if route.public && matches!(forwarded, "/auth/login" | "/auth/register" | "/auth/refresh") {
-        decision = enforce(state, "auth_ip", &ip, config.auth_ip_quota, fail_closed).await?.or(decision);
+    let mut decision = enforce(state, ctx, "ip", &ip, config.ip_quota, fail_closed).await?;
+    if route.public && is_credential_path(forwarded) {
+        decision = enforce(state, ctx, "auth_ip", &ip, config.auth_ip_quota, fail_closed).await?.or(decision);
     }
 
     let identity = if route.public {
         None
     } else {
-        let identity = authenticate(state, &parts.headers).await?;
-        ctx.user_id = Some(identity.user_id.clone());
+        let identity = authenticate(state, ctx, &parts.headers).await?;
+        ctx.user_id = Some(Arc::clone(&identity.user_id));
         if !is_safe(&parts.method) {
-            check_csrf(state, &parts.headers, &identity)?;
+            check_csrf(state, &parts.headers, &identity.claims.sid)?;
         }
-        decision = enforce(state, "user", &identity.user_id, config.user_quota, fail_closed).await?.or(decision);
+        decision =
+            enforce(state, ctx, "user", &identity.claims.sub, config.user_quota, fail_closed).await?.or(decision);
         Some(identity)
     };
     let path_and_query = match parts.uri.query() {
-        Some(q) => format!("{forwarded}?{q}"),
+        Some(q) => {
+            let mut pq = String::with_capacity(forwarded.len() + 1 + q.len());
+            pq.push_str(forwarded);
+            pq.push('?');
+            pq.push_str(q);
+            pq
+        }
         None => forwarded.to_owned(),
     };
     Ok(Plan { route, path_and_query, identity, rate_limit: decision })
@@ -152,7 +203,7 @@ fn is_safe(method: &Method) -> bool {
 }
 
 /// API.md's 404: `{"error":"Route not found","path":…}` (the path truncated).
-fn route_not_found(path: &str) -> Response {
+pub(crate) fn route_not_found(path: &str) -> Response {
     let path: String = path.chars().take(200).collect();
     (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error": "Route not found", "path": path}))).into_response()
 }
@@ -160,15 +211,26 @@ fn route_not_found(path: &str) -> Response {
 /// Applies one limit. A limiter that cannot answer fails open or closed as the route says.
 async fn enforce(
     state: &GatewayState,
+    ctx: &ProxyCtx,
     class: &str,
     key: &str,
     quota: Quota,
     fail_closed: bool,
 ) -> Result<Option<Decision>, Response> {
-    match state.limiter().check(class, key, quota).await {
-        Ok(d @ Decision::Allowed { .. }) => Ok(Some(d)),
+    let limiter = state.limiter();
+    let result = match limiter.check_now(class, key, quota) {
+        Some(result) => result,
+        None => limiter.check(class, key, quota).await,
+    };
+    let metrics = state.metrics();
+    match result {
+        Ok(d @ Decision::Allowed { .. }) => {
+            metrics.rate_limit(class, RateLimitOutcome::Allowed);
+            Ok(Some(d))
+        }
         Ok(d @ Decision::Limited { retry_after, .. }) => {
-            tracing::info!(class, "rate limited");
+            metrics.rate_limit(class, RateLimitOutcome::Limited);
+            tracing::info!(request_id = %ctx.request_id, class, "rate limited");
             let mut response = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "Rate limit exceeded")
                 .with_hint(format!("Too many requests; retry in {} s", ceil_secs(retry_after).max(1)))
                 .into_response();
@@ -176,88 +238,138 @@ async fn enforce(
             Err(response)
         }
         Err(e) if fail_closed => {
-            tracing::error!(class, error = %e, "rate limiter unavailable; failing closed");
+            metrics.rate_limit(class, RateLimitOutcome::ErrorFailClosed);
+            tracing::error!(request_id = %ctx.request_id, class, error = %e, "rate limiter unavailable; failing closed");
             Err(ApiError::unavailable("rate limiter").into_response())
         }
         Err(e) => {
-            tracing::warn!(class, error = %e, "rate limiter unavailable; failing open");
+            metrics.rate_limit(class, RateLimitOutcome::ErrorFailOpen);
+            tracing::warn!(request_id = %ctx.request_id, class, error = %e, "rate limiter unavailable; failing open");
             Ok(None)
         }
     }
 }
 
-/// `RateLimit-*` (and, when limited, `Retry-After`) headers of a decision.
-fn add_rate_limit_headers(headers: &mut axum::http::HeaderMap, decision: &Decision) {
-    for (name, value) in decision.headers() {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), v);
-        }
+/// `RateLimit-*` (and, when limited, `Retry-After`) headers of a decision:
+/// the values of [`Decision::headers`], formatted straight into header values.
+fn add_rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
+    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(decision.limit()));
+    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(decision.remaining()));
+    headers.insert(RATELIMIT_RESET, HeaderValue::from(ceil_secs(decision.reset_after())));
+    if let Some(retry_after) = decision.retry_after() {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(ceil_secs(retry_after)));
     }
 }
 
 /// The access token of a protected route, with the seed's messages.
-async fn authenticate(state: &GatewayState, headers: &axum::http::HeaderMap) -> Result<Identity, Response> {
-    let token = parse_bearer(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())).map_err(|e| {
-        let message = match e {
-            BearerError::Missing => "Authorization header missing",
-            BearerError::Malformed => "Invalid authorization header format. Expected: Bearer <token>",
-        };
-        ApiError::unauthorized(message).into_response()
+async fn authenticate(
+    state: &GatewayState,
+    ctx: &ProxyCtx,
+    headers: &HeaderMap,
+) -> Result<Arc<VerifiedToken>, Response> {
+    let metrics = state.metrics();
+    let refused = || ApiError::unauthorized("Invalid or expired token").into_response();
+    let token = state.keys().verify_authorization(headers.get(header::AUTHORIZATION)).await.map_err(|e| match e {
+        AuthorizationError::Bearer(BearerError::Missing) => {
+            metrics.token_failure(TokenFailure::Missing);
+            ApiError::unauthorized("Authorization header missing").into_response()
+        }
+        AuthorizationError::Bearer(BearerError::Malformed) => {
+            metrics.token_failure(TokenFailure::MalformedHeader);
+            ApiError::unauthorized("Invalid authorization header format. Expected: Bearer <token>").into_response()
+        }
+        AuthorizationError::Token(reason) => {
+            metrics.token_failure(TokenFailure::Invalid(reason));
+            tracing::info!(request_id = %ctx.request_id, reason = reason.reason(), "access token refused");
+            refused()
+        }
     })?;
-    let claims = state.keys().verify(token).await.map_err(|reason| {
-        tracing::info!(reason = reason.reason(), "access token refused");
-        ApiError::unauthorized("Invalid or expired token").into_response()
-    })?;
+    let sid = &token.claims.sid;
+    if let Some(redis) = state.redis_revocations()
+        && redis.is_revoked(sid).await == Some(true)
+    {
+        tracing::info!(request_id = %ctx.request_id, reason = "session_revoked", source = "redis", "access token refused");
+        metrics.token_failure(TokenFailure::Revoked);
+        return Err(refused());
+    }
     if let Some(view) = state.revocation() {
         if !view.is_fresh() {
             if view.fail_open() {
-                tracing::warn!("revocation view is stale; serving anyway (fail open)");
+                tracing::warn!(request_id = %ctx.request_id, "revocation view is stale; serving anyway (fail open)");
             } else {
-                tracing::error!("revocation view is stale; refusing session tokens (fail closed)");
+                tracing::error!(
+                    request_id = %ctx.request_id,
+                    "revocation view is stale; refusing session tokens (fail closed)"
+                );
+                metrics.token_failure(TokenFailure::RevocationStale);
                 return Err(ApiError::unavailable("revocation feed").into_response());
             }
         }
-        if view.is_revoked(&claims.sid) {
-            tracing::info!(reason = "session_revoked", "access token refused");
-            return Err(ApiError::unauthorized("Invalid or expired token").into_response());
+        if view.is_revoked(sid) {
+            tracing::info!(request_id = %ctx.request_id, reason = "session_revoked", "access token refused");
+            metrics.token_failure(TokenFailure::Revoked);
+            return Err(refused());
         }
     }
-    Ok(Identity { user_id: claims.sub, email: claims.email, session_id: claims.sid })
+    Ok(token)
 }
 
 /// Signed double submit bound to the session, plus Fetch Metadata and Origin.
-fn check_csrf(state: &GatewayState, headers: &axum::http::HeaderMap, identity: &Identity) -> Result<(), Response> {
-    let forbidden =
-        |error: &'static str, hint: &'static str| ApiError::forbidden(error).with_hint(hint).into_response();
-    if headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site")) {
+fn check_csrf(state: &GatewayState, headers: &HeaderMap, session_id: &str) -> Result<(), Response> {
+    let forbidden = |reason: CsrfFailure, error: &'static str, hint: &'static str| {
+        state.metrics().csrf_failure(reason);
+        ApiError::forbidden(error).with_hint(hint).into_response()
+    };
+    if headers.get(SEC_FETCH_SITE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site")) {
         return Err(forbidden(
+            CsrfFailure::CrossSite,
             "Cross-site request refused",
             "State-changing requests must come from an allowed origin",
         ));
     }
-    if let Some(origin) = headers.get(header::ORIGIN) {
+    // A page the gateway served itself (the demo page at `/`) is allowed
+    // whatever host name it was reached by: the browser says so with
+    // `Sec-Fetch-Site: same-origin`, which no page's script can set.
+    let same_origin = headers.get(SEC_FETCH_SITE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"same-origin"));
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && !same_origin
+    {
         let allowed = origin.to_str().is_ok_and(|o| state.config().cors_origins.iter().any(|a| a == o));
         if !allowed {
-            return Err(forbidden("Origin not allowed", "State-changing requests must come from an allowed origin"));
+            return Err(forbidden(
+                CsrfFailure::Origin,
+                "Origin not allowed",
+                "State-changing requests must come from an allowed origin",
+            ));
         }
     }
-    let Some(header_token) = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()) else {
+    let Some(header_token) = headers.get(X_CSRF_TOKEN).and_then(|v| v.to_str().ok()) else {
         return Err(forbidden(
+            CsrfFailure::MissingHeader,
             "CSRF token missing in header",
             "Send the csrf_token from the login response in the X-CSRF-Token header",
         ));
     };
     let Some(cookie_token) = cookie_value(headers, CSRF_COOKIE) else {
         return Err(forbidden(
+            CsrfFailure::MissingCookie,
             "CSRF token missing in cookie",
             "Send the csrf_token cookie set at login with the request",
         ));
     };
     if !tokens::csrf::tokens_equal(header_token, &cookie_token) {
-        return Err(forbidden("CSRF token mismatch", "The X-CSRF-Token header must equal the csrf_token cookie"));
+        return Err(forbidden(
+            CsrfFailure::Mismatch,
+            "CSRF token mismatch",
+            "The X-CSRF-Token header must equal the csrf_token cookie",
+        ));
     }
-    if !state.config().csrf_key.verify(&identity.session_id, header_token) {
-        return Err(forbidden("CSRF token mismatch", "The CSRF token does not belong to this session; refresh it"));
+    if !state.config().csrf_key.verify(session_id, header_token) {
+        return Err(forbidden(
+            CsrfFailure::WrongSession,
+            "CSRF token mismatch",
+            "The CSRF token does not belong to this session; refresh it",
+        ));
     }
     Ok(())
 }
@@ -268,7 +380,7 @@ fn rewrite_request(
     ctx: &ProxyCtx,
     mut parts: Parts,
     body: Body,
-    plan: &Plan<'_>,
+    plan: &mut Plan<'_>,
 ) -> Result<axum::http::Request<Body>, Response> {
     let config = state.config();
     let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large").into_response();
@@ -277,24 +389,30 @@ fn rewrite_request(
     if declared.is_some_and(|len| len > config.body_limit as u64) {
         return Err(too_large());
     }
-    let original_host = parts.headers.get(header::HOST).cloned();
     let headers = &mut parts.headers;
+    // Room for what is added below, so the map grows (and rehashes) once at most.
+    headers.reserve(10);
+    let original_host = headers.remove(header::HOST);
     remove_hop_by_hop(headers);
     strip_identity_headers(headers);
-    headers.remove(header::HOST);
     if !plan.route.forward_credentials {
         headers.remove(header::AUTHORIZATION);
         headers.remove(header::COOKIE);
     }
-    let set = |headers: &mut axum::http::HeaderMap, name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(HeaderName::from_static(name), v);
-        }
+    let client_ip = match ctx.client_ip {
+        IpAddr::V4(v4) => crate::rate_limit::ipv4_text(v4),
+        IpAddr::V6(v6) => v6.to_string(),
     };
-    set(headers, "x-forwarded-for", &ctx.client_ip.to_string());
-    set(headers, "x-forwarded-proto", "http");
+    if let Ok(v) = HeaderValue::try_from(client_ip) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    let proto = if parts.extensions.get::<common_http::serve::ServedOverTls>().is_some() { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     if let Some(host) = original_host {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+    if let Some(host) = &plan.route.host {
+        headers.insert(header::HOST, host.clone());
     }
     if let Some(identity) = &plan.identity {
         let timestamp = std::time::SystemTime::now()
@@ -304,49 +422,84 @@ fn rewrite_request(
             timestamp,
             method: parts.method.as_str(),
             path_and_query: &plan.path_and_query,
-            request_id: &ctx.request_id,
-            user_id: &identity.user_id,
-            email: &identity.email,
+            request_id: ctx.request_id.as_str(),
+            user_id: &identity.claims.sub,
+            email: &identity.claims.email,
         };
-        let signature = assertion.sign(&config.gateway_secrets);
-        set(headers, "x-user-id", &identity.user_id);
-        set(headers, "x-user-email", &identity.email);
-        set(headers, "x-gateway-timestamp", &timestamp.to_string());
-        set(headers, "x-gateway-signature", &signature);
+        let signature = state.signer().sign(&assertion);
+        if let Some(v) = &identity.user_id_header {
+            headers.insert(X_USER_ID, v.clone());
+        }
+        if let Some(v) = &identity.email_header {
+            headers.insert(X_USER_EMAIL, v.clone());
+        }
+        headers.insert(X_GATEWAY_TIMESTAMP, HeaderValue::from(timestamp));
+        if let Ok(v) = HeaderValue::try_from(signature) {
+            headers.insert(X_GATEWAY_SIGNATURE, v);
+        }
     }
-    let upstream = &plan.route.upstream;
-    let uri = Uri::builder()
-        .scheme(upstream.scheme_str().unwrap_or("http"))
-        .authority(upstream.authority().map(|a| a.as_str()).unwrap_or_default())
-        .path_and_query(plan.path_and_query.as_str())
-        .build()
-        .map_err(|_| ApiError::bad_request("Invalid path").into_response())?;
-    parts.uri = uri;
+    let invalid_path = || ApiError::bad_request("Invalid path").into_response();
+    // Origin form (`/path?query`), as sent on the upstream connection; the
+    // upstream is the pool's, the `Host` the route's. Signed above, so the
+    // URI takes the buffer itself.
+    let path_and_query = bytes::Bytes::from(std::mem::take(&mut plan.path_and_query));
+    let mut uri = uri::Parts::default();
+    uri.path_and_query = Some(PathAndQuery::from_maybe_shared(path_and_query).map_err(|_| invalid_path())?);
+    parts.uri = Uri::from_parts(uri).map_err(|_| invalid_path())?;
     parts.version = axum::http::Version::HTTP_11;
-    let body = Body::new(http_body_util::Limited::new(body, config.body_limit));
+    // hyper never yields more body than a declared Content-Length (checked
+    // above), and a request without one or Transfer-Encoding has no body; only
+    // a chunked body needs counting on its way through.
+    let bounded = body.size_hint().upper().is_some_and(|n| n <= config.body_limit as u64);
+    let body = if bounded { body } else { Body::new(http_body_util::Limited::new(body, config.body_limit)) };
     Ok(axum::http::Request::from_parts(parts, body))
 }
 
 /// Phase 3.
 async fn send_upstream(
     state: &GatewayState,
+    ctx: &ProxyCtx,
     plan: &Plan<'_>,
     request: axum::http::Request<Body>,
-) -> Result<hyper::Response<hyper::body::Incoming>, Response> {
+) -> Result<hyper::Response<UpstreamBody>, Response> {
     let timeout = state.config().response_timeout;
-    match tokio::time::timeout(timeout, state.client().request(request)).await {
+    let Some(pool) = state.route_pool(plan.route) else {
+        // Every route's upstream gets a pool when the state is built.
+        tracing::error!(request_id = %ctx.request_id, upstream = %plan.route.name, "no connection pool for the route");
+        return Err(ApiError::new(StatusCode::BAD_GATEWAY, "Service unavailable").into_response());
+    };
+    let series = state.metrics().upstream(plan.route);
+    let count_failure = |kind| {
+        if let Some(series) = series {
+            series.failed(kind);
+        }
+    };
+    let started = std::time::Instant::now();
+    match tokio::time::timeout(timeout, pool.send(request)).await {
         Err(_) => {
-            tracing::warn!(upstream = %plan.route.name, "upstream timed out");
+            count_failure(UpstreamErrorKind::Timeout);
+            tracing::warn!(request_id = %ctx.request_id, upstream = %plan.route.name, "upstream timed out");
             Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, "Upstream timeout").into_response())
         }
-        Ok(Err(e)) if is_body_limit(&e) => {
+        Ok(Err(e)) if is_body_limit(&*e) => {
             Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large").into_response())
         }
         Ok(Err(e)) => {
-            tracing::warn!(upstream = %plan.route.name, error = %error_chain(&e), "upstream unavailable");
+            count_failure(UpstreamErrorKind::of(&*e));
+            tracing::warn!(
+                request_id = %ctx.request_id,
+                upstream = %plan.route.name,
+                error = %error_chain(&*e),
+                "upstream unavailable"
+            );
             Err(ApiError::new(StatusCode::BAD_GATEWAY, "Service unavailable").into_response())
         }
-        Ok(Ok(response)) => Ok(response),
+        Ok(Ok(response)) => {
+            if let Some(series) = series {
+                series.responded(started);
+            }
+            Ok(response)
+        }
     }
 }
 
@@ -373,7 +526,7 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Phase 4.
-fn rewrite_response(plan: &Plan<'_>, response: hyper::Response<hyper::body::Incoming>) -> Response {
+fn rewrite_response(plan: &Plan<'_>, response: hyper::Response<UpstreamBody>) -> Response {
     let (mut parts, body) = response.into_parts();
     let headers = &mut parts.headers;
     remove_hop_by_hop(headers);
@@ -394,16 +547,19 @@ fn rewrite_response(plan: &Plan<'_>, response: hyper::Response<hyper::body::Inco
     Response::from_parts(parts, Body::new(body))
 }
 
-/// Phase 5.
-fn log_request(ctx: &ProxyCtx, response: &Response) {
-    tracing::info!(
-        target: "gatehouse::access",
-        method = %ctx.method,
-        upstream = ctx.route.as_deref().unwrap_or("-"),
-        status = response.status().as_u16(),
-        latency_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
-        client_ip = %ctx.client_ip,
-        user_id = ctx.user_id.as_deref().unwrap_or("-"),
-        "proxied"
-    );
+/// The public auth routes that take a password, a code or a mailed token, or
+/// send mail: each gets the tighter per-IP `auth_ip` limit on top of the
+/// general one, so guessing and mailbox flooding are slow from one address.
+pub fn is_credential_path(forwarded: &str) -> bool {
+    matches!(
+        forwarded,
+        "/auth/login"
+            | "/auth/register"
+            | "/auth/refresh"
+            | "/auth/mfa/verify"
+            | "/auth/password/forgot"
+            | "/auth/password/reset"
+            | "/auth/email/verify"
+            | "/auth/email/resend"
+    )
 }

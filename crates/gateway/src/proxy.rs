@@ -1,61 +1,53 @@
-//! The reverse proxy: a pooled keep-alive HTTP/1.1 client and the header
-//! rewriting both ways.
+//! The reverse proxy's header rewriting both ways, and the gateway's
+//! general-purpose HTTP client ([`HttpClient`]: the JWKS, the revocation
+//! feed). Proxied requests go through the leaner per-upstream pools of
+//! [`crate::upstream`].
 //!
 //! Bodies stream in both directions; nothing is buffered whole. A request
 //! body is capped (`Content-Length` checked up front, chunked bodies counted
 //! as they stream). Hop-by-hop headers (RFC 9110 §7.6.1), including those
 //! the `Connection` header names, are removed in both directions.
 
-use std::time::Duration;
-
-use axum::body::Body;
 use axum::http::header::{self, HeaderMap, HeaderName};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-/// The shared upstream client.
-pub type HttpClient = Client<HttpConnector, Body>;
+/// The shared client for the gateway's own calls (not the proxy's): the
+/// internal client of [`common_http::client`], built by [`crate::build_state`]
+/// from the connect timeout and the upstream roots, so `https://` JWKS and
+/// revocation feeds are checked against the same roots as the upstreams.
+pub type HttpClient = common_http::client::InternalClient;
 
-/// A pooled client: idle connections are kept 90 s (the pool timer makes
-/// the idle timeout actually fire), connects give up after `connect_timeout`.
-pub fn http_client(connect_timeout: Duration) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .build(connector)
-}
-
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-authenticate",
+/// RFC 9110 §7.6.1's hop-by-hop headers, and their pre-standard kin.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
 ];
 
 /// Removes hop-by-hop headers and every header the `Connection` header names.
+///
+/// One pass over the headers present (a handful) compared with the list,
+/// rather than a removal attempt per listed name: most messages have none.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    let mut found: Vec<HeaderName> =
+        headers.keys().filter(|name| HOP_BY_HOP.iter().any(|h| h == *name)).cloned().collect();
+    if found.is_empty() {
+        return;
     }
-    for name in HOP_BY_HOP {
+    found.extend(
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok()),
+    );
+    for name in found {
         headers.remove(name);
     }
 }

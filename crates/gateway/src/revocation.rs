@@ -29,6 +29,50 @@ use tokio_util::sync::CancellationToken;
 
 use crate::proxy::HttpClient;
 
+/// Revocations the auth service announced in Redis (when both share one):
+/// checked on every protected request before the feed's view, so a
+/// revocation applies on the next request instead of within a poll.
+#[derive(Clone)]
+pub struct RedisRevocations {
+    conn: redis_conn::RedisConnection,
+    prefix: String,
+}
+
+impl RedisRevocations {
+    /// Connects lazily (the gateway starts while Redis is down) to one
+    /// server or a Redis Cluster (`redis_conn`); the keys are hash-tagged by
+    /// session id, so each check is one single-slot `EXISTS`.
+    ///
+    /// # Errors
+    /// A malformed URL.
+    pub fn new(url: &str, prefix: &str) -> Result<Self, String> {
+        let settings = redis_conn::Settings {
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_millis(500),
+            retries: 0,
+        };
+        let conn = redis_conn::RedisConnection::open(url, settings).map_err(|e| e.to_string())?;
+        Ok(Self { conn, prefix: prefix.to_owned() })
+    }
+
+    /// `Some(true)` when announced revoked; `None` when Redis cannot say
+    /// (the feed's view then decides).
+    pub async fn is_revoked(&self, session_id: &str) -> Option<bool> {
+        let mut conn = self.conn.clone();
+        let key = tokens::revocation::redis_key(&self.prefix, session_id);
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(key);
+        match tokio::time::timeout(Duration::from_millis(750), cmd.query_async::<i64>(&mut conn)).await {
+            Ok(Ok(n)) => Some(n > 0),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "redis revocation check failed");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RevocationConfig {
     /// `…/internal/revocations` of the auth service.

@@ -18,7 +18,9 @@
 //! so every proxied call reached `/api/v1/users/…` on a service that routes
 //! `/users/…` and got 404 (SEED-FLAWS F18).
 
-use axum::http::{Method, Uri};
+use std::sync::Arc;
+
+use axum::http::{HeaderValue, Method, Uri};
 use serde::Deserialize;
 
 /// One route.
@@ -27,6 +29,10 @@ pub struct Route {
     pub prefix: String,
     /// `scheme://host:port` of the upstream, without a path.
     pub upstream: Uri,
+    /// The `Host` header the upstream receives: what the HTTP client would
+    /// derive from `upstream` on every request (`host`, plus `:port` unless
+    /// it is 80), built once.
+    pub host: Option<HeaderValue>,
     pub public: bool,
     pub methods: Vec<Method>,
     /// Removed from the path before forwarding.
@@ -36,8 +42,8 @@ pub struct Route {
     pub forward_credentials: bool,
     /// When the shared rate limiter is unreachable: refuse (true) or allow.
     pub rate_limit_fail_closed: bool,
-    /// The service name, for logs.
-    pub name: String,
+    /// The service name, for logs (shared with each request's access-log line).
+    pub name: Arc<str>,
 }
 
 /// Why a route table could not be built.
@@ -84,11 +90,24 @@ pub struct ServiceUrls {
 
 const DEFAULT_METHODS: [Method; 5] = [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE];
 
+/// The `Host` value for `upstream`, as hyper-util's client sets it when a
+/// request has none: the port only when it is not the scheme's default.
+fn host_header(upstream: &Uri) -> Option<HeaderValue> {
+    let host = upstream.host()?;
+    let default_port = if upstream.scheme_str() == Some("https") { 443 } else { 80 };
+    match upstream.port_u16() {
+        Some(port) if port != default_port => HeaderValue::try_from(format!("{host}:{port}")).ok(),
+        _ => HeaderValue::from_str(host).ok(),
+    }
+}
+
+/// An upstream's `http://host:port` or `https://host:port` (the gateway's
+/// upstream roots then vouch for its certificate).
 fn parse_upstream(url: &str, what: &str) -> Result<Uri, RouteError> {
     let uri: Uri = url.trim_end_matches('/').parse().map_err(|_| RouteError(format!("{what}: not a valid URL")))?;
-    let scheme_ok = matches!(uri.scheme_str(), Some("http"));
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
     if !scheme_ok || uri.authority().is_none() || !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return Err(RouteError(format!("{what}: expected http://host:port without a path")));
+        return Err(RouteError(format!("{what}: expected http(s)://host:port without a path")));
     }
     Ok(uri)
 }
@@ -100,15 +119,17 @@ impl RouteTable {
     /// [`RouteError`] for a malformed service URL, naming its variable.
     pub fn defaults(urls: &ServiceUrls) -> Result<Self, RouteError> {
         let route = |name: &str, url: &str, var: &str, public: bool| -> Result<Route, RouteError> {
+            let upstream = parse_upstream(url, var)?;
             Ok(Route {
                 prefix: format!("/api/v1/{name}"),
-                upstream: parse_upstream(url, var)?,
+                host: host_header(&upstream),
+                upstream,
                 public,
                 methods: DEFAULT_METHODS.to_vec(),
                 strip_prefix: "/api/v1".to_owned(),
                 forward_credentials: public,
                 rate_limit_fail_closed: public,
-                name: name.to_owned(),
+                name: Arc::from(name),
             })
         };
         Ok(Self::new(vec![
@@ -147,9 +168,11 @@ impl RouteTable {
             if !e.prefix.starts_with(&strip_prefix) {
                 return Err(RouteError(format!("{what}: strip_prefix must be a prefix of prefix")));
             }
+            let upstream = parse_upstream(&e.upstream, &what)?;
             routes.push(Route {
-                name: e.name.unwrap_or_else(|| e.prefix.rsplit('/').next().unwrap_or_default().to_owned()),
-                upstream: parse_upstream(&e.upstream, &what)?,
+                name: Arc::from(e.name.as_deref().unwrap_or_else(|| e.prefix.rsplit('/').next().unwrap_or_default())),
+                host: host_header(&upstream),
+                upstream,
                 prefix: e.prefix,
                 public: e.public,
                 methods,
@@ -205,10 +228,30 @@ mod tests {
     fn the_seed_routes_strip_the_api_prefix() {
         let t = table();
         let (r, p) = t.find("/api/v1/users/profile").unwrap();
-        assert_eq!((r.name.as_str(), p, r.public), ("users", "/users/profile", false));
+        assert_eq!((&*r.name, p, r.public), ("users", "/users/profile", false));
         let (r, p) = t.find("/api/v1/auth/login").unwrap();
-        assert_eq!((r.name.as_str(), p, r.public, r.forward_credentials), ("auth", "/auth/login", true, true));
+        assert_eq!((&*r.name, p, r.public, r.forward_credentials), ("auth", "/auth/login", true, true));
         assert_eq!(t.find("/api/v1/payments").unwrap().1, "/payments");
+    }
+
+    #[test]
+    fn the_host_header_is_the_upstream_authority_without_a_default_port() {
+        let t = table();
+        let (r, _) = t.find("/api/v1/users/profile").unwrap();
+        assert_eq!(r.host, Some(HeaderValue::from_static("127.0.0.1:8082")));
+        let t =
+            RouteTable::from_toml("[[route]]\nprefix = \"/api/v1/x\"\nupstream = \"http://x.internal:80\"").unwrap();
+        assert_eq!(t.routes()[0].host, Some(HeaderValue::from_static("x.internal")));
+        for (upstream, host) in [
+            ("https://x.internal:443", "x.internal"),
+            ("https://x.internal", "x.internal"),
+            ("https://x.internal:80", "x.internal:80"),
+            ("https://x.internal:8443", "x.internal:8443"),
+        ] {
+            let t = RouteTable::from_toml(&format!("[[route]]\nprefix = \"/api/v1/x\"\nupstream = \"{upstream}\""))
+                .unwrap();
+            assert_eq!(t.routes()[0].host, Some(HeaderValue::from_static(host)), "{upstream}");
+        }
     }
 
     #[test]

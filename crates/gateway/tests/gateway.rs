@@ -667,3 +667,45 @@ async fn login_register_and_refresh_have_a_tighter_per_ip_limit() {
     let r = st.gateway.client.get(st.gateway.url("/api/v1/auth/verify")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn mfa_password_reset_and_email_routes_share_the_tighter_per_ip_limit() {
+    let st = stack_with(|c| c.auth_ip_quota = gateway::rate_limit::Quota { per_minute: 1, burst: 1 }).await;
+    let r = st.post("/api/v1/auth/login", json!({"email": "x@example.com", "password": "whatever1"})).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "the one request of the burst");
+    // Without the tighter limit each would answer 202, 400 or 401.
+    let token = "A".repeat(43);
+    for (path, body) in [
+        ("/api/v1/auth/mfa/verify", json!({"mfa_token": "x", "code": "123456"})),
+        ("/api/v1/auth/password/forgot", json!({"email": "x@example.com"})),
+        ("/api/v1/auth/password/reset", json!({"token": token, "password": "a new passphrase"})),
+        ("/api/v1/auth/email/verify", json!({"token": token})),
+        ("/api/v1/auth/email/resend", json!({"email": "x@example.com"})),
+    ] {
+        assert_eq!(st.post(path, body).await.status(), StatusCode::TOO_MANY_REQUESTS, "{path}");
+    }
+}
+
+/// With the auth service and the gateway on one Redis, a revocation applies
+/// on the very next request, even with the feed out of the picture.
+#[tokio::test]
+async fn revocations_announced_in_redis_apply_on_the_next_request() {
+    let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let db = TestDatabase::new(Backend::Sqlite).await;
+    let mut auth_config = testkit::test_auth_config(db.target.clone());
+    auth_config.redis = Some((redis_url(), prefix.clone()));
+    let auth = testkit::spawn_auth(auth_config).await;
+    let upstream = RecordingUpstream::spawn().await;
+    let mut config = test_gateway_config(&auth, &upstream.base_url);
+    config.redis_url = Some(redis_url());
+    config.redis_prefix = prefix;
+    config.revocation = None;
+    let gw = spawn_gateway(config).await;
+    let login = auth.signed_in_user(&unique_email("redis-rev")).await;
+    let at = s(&login, "access_token");
+    let profile = || gw.client.get(gw.url("/api/v1/users/profile")).bearer_auth(&at).send();
+    assert_eq!(profile().await.unwrap().status(), StatusCode::OK);
+    let r = auth.post_json("/auth/logout", &json!({"refresh_token": login["refresh_token"]})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(profile().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+}

@@ -197,6 +197,27 @@ impl GuardConfig {
     }
 }
 
+impl GuardConfig {
+    /// The answer to `GET /ready` of a downstream service called `service`:
+    /// 200 when its database (`database`, the result of pinging it) and this
+    /// guard's replay cache both answer, 503 naming the one that does not.
+    /// Without a replay cache the guard refuses every request, so a service
+    /// whose cache is down must not receive traffic.
+    ///
+    /// # Errors
+    /// The 503 to send.
+    pub async fn readiness<E>(
+        &self,
+        service: &'static str,
+        database: Result<(), E>,
+    ) -> Result<axum::Json<serde_json::Value>, common_http::ApiError> {
+        let unavailable = |what| common_http::ApiError::new(http::StatusCode::SERVICE_UNAVAILABLE, what);
+        database.map_err(|_| unavailable("Database unavailable"))?;
+        self.replay.ping().await.map_err(|_| unavailable("Replay cache unavailable"))?;
+        Ok(axum::Json(serde_json::json!({"status": "ready", "service": service})))
+    }
+}
+
 /// The caller, as asserted by the gateway and verified by [`GuardLayer`].
 ///
 /// An extractor: `async fn profile(user: GatewayUser)`. Without the layer in

@@ -24,6 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use auth_service::store::Backend;
 
+/// Certificates made by the test, for TLS tests.
+pub mod tls;
+
 /// Generates one `#[tokio::test]` per backend for each listed
 /// `async fn name(backend: Backend)`.
 #[macro_export]
@@ -150,6 +153,7 @@ pub fn test_auth_config(database: DatabaseTarget) -> AuthConfig {
     config.secure_cookies = false;
     config.db_max_connections = 8;
     config.internal_secrets = vec![Secret::generate().unwrap()];
+    config.mfa_keys = Some(test_mfa_keys());
     config
 }
 
@@ -360,7 +364,9 @@ pub async fn spawn_users(auth: &TestApp, db: &TestDatabase) -> TestUsers {
     let config = user_service::UserServiceConfig {
         database: db.target.clone(),
         guard: guard::GuardConfig::new(auth.state.config.internal_secrets.clone(), guard::ReplayCache::memory()),
+        metrics_allowed: common_http::metrics::loopback_only(),
         auth_url: auth.base_url.parse().unwrap(),
+        upstream_roots: std::sync::Arc::new(common_http::tls::public_roots()),
         internal_secrets: auth.state.config.internal_secrets.clone(),
     };
     let state = user_service::build_state(config).await.unwrap();
@@ -368,6 +374,38 @@ pub async fn spawn_users(auth: &TestApp, db: &TestDatabase) -> TestUsers {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(user_service::serve(state.clone(), listener, CancellationToken::new()));
     TestUsers { base_url: format!("http://{addr}"), state }
+}
+
+/// A running notification service.
+pub struct TestNotifications {
+    pub base_url: String,
+    pub state: notification_service::NotificationState,
+}
+
+/// Spawns the notification service on `db`, trusting the gateway secrets of
+/// `auth` (as the gateway of [`test_gateway_config`] does). Point the auth
+/// service at it with `AuthConfig::notification_url` to have it notify.
+pub async fn spawn_notifications(auth_secrets: &[Secret], db: &TestDatabase) -> TestNotifications {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    spawn_notifications_on(listener, auth_secrets, db).await
+}
+
+/// [`spawn_notifications`] on a given listener (to bring the service up on
+/// an address the auth service was already told about).
+pub async fn spawn_notifications_on(
+    listener: tokio::net::TcpListener,
+    auth_secrets: &[Secret],
+    db: &TestDatabase,
+) -> TestNotifications {
+    let config = notification_service::NotificationServiceConfig {
+        database: db.target.clone(),
+        guard: guard::GuardConfig::new(auth_secrets.to_vec(), guard::ReplayCache::memory()),
+        metrics_allowed: common_http::metrics::loopback_only(),
+    };
+    let state = notification_service::build_state(config).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(notification_service::serve(state.clone(), listener, CancellationToken::new()));
+    TestNotifications { base_url: format!("http://{addr}"), state }
 }
 
 /// A running gateway.
@@ -381,6 +419,42 @@ pub struct TestGateway {
 impl TestGateway {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base_url, path)
+    }
+
+    /// Registers `email` through the gateway and logs in (with `user_agent`,
+    /// when given); the login body.
+    pub async fn sign_up_and_in(&self, email: &str, user_agent: Option<&str>) -> Value {
+        let r = self
+            .client
+            .post(self.url("/api/v1/auth/register"))
+            .json(&json!({"email": email, "password": DEFAULT_PASSWORD, "name": "Ada"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        self.log_in(email, user_agent).await
+    }
+
+    /// Logs `email` in through the gateway; the login body.
+    pub async fn log_in(&self, email: &str, user_agent: Option<&str>) -> Value {
+        let mut request = self.client.post(self.url("/api/v1/auth/login"));
+        if let Some(ua) = user_agent {
+            request = request.header("User-Agent", ua);
+        }
+        let r = request.json(&json!({"email": email, "password": DEFAULT_PASSWORD})).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+
+    /// A request through the gateway as a browser client sends it after
+    /// `login`: the bearer token, and the CSRF token as header and cookie.
+    pub fn authed(&self, method: reqwest::Method, path: &str, login: &Value) -> reqwest::RequestBuilder {
+        let csrf = login["csrf_token"].as_str().unwrap();
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(login["access_token"].as_str().unwrap())
+            .header("X-CSRF-Token", csrf)
+            .header("Cookie", format!("csrf_token={csrf}"))
     }
 }
 
@@ -416,4 +490,32 @@ where
         }
     }
     panic!("every attempt ended in a broken connection, never an HTTP answer")
+}
+
+/// A running payment service.
+pub struct TestPayments {
+    pub base_url: String,
+    pub state: payment_service::PaymentState,
+}
+
+/// Spawns the payment service on the database of `db`, trusting the gateway
+/// secrets of `auth` (as the gateway of [`test_gateway_config`] does).
+pub async fn spawn_payments(auth: &TestApp, db: &TestDatabase) -> TestPayments {
+    let config = payment_service::PaymentServiceConfig {
+        database: db.target.clone(),
+        guard: guard::GuardConfig::new(auth.state.config.internal_secrets.clone(), guard::ReplayCache::memory()),
+        metrics_allowed: common_http::metrics::loopback_only(),
+    };
+    let state = payment_service::build_state(config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(payment_service::serve(state.clone(), listener, CancellationToken::new()));
+    TestPayments { base_url: format!("http://{addr}"), state }
+}
+
+/// Fresh MFA sealing keys (one random key, id `test-k1`), as
+/// [`test_auth_config`] sets them.
+pub fn test_mfa_keys() -> tokens::sealed::SealingKeys {
+    let key = tokens::sealed::SealingKey::generate("test-k1").unwrap();
+    tokens::sealed::SealingKeys::new(key, Vec::new()).unwrap()
 }

@@ -23,21 +23,37 @@ use crate::secret::Secret;
 pub const MAX_SKEW_SECS: i64 = 60;
 
 /// The user id a Gatehouse service signs as when it calls another one
-/// (the gateway's revocation poll, the user service's account deletion).
+/// (the gateway's revocation poll, the user service's account deletion, the
+/// auth service's notifications). User ids the gateway asserts are the auth
+/// service's UUIDs, so no client can ever be asserted as this caller.
 pub const INTERNAL_CALLER: &str = "gatehouse-internal";
 
-/// The headers of an internal call: `X-Request-ID` (fresh), `X-Gateway-Timestamp`
-/// and `X-Gateway-Signature` over this method and path for [`INTERNAL_CALLER`].
+/// The email signed with [`INTERNAL_CALLER`] (a reserved `.invalid` domain),
+/// so an internal call carries the same five headers as a gateway-forwarded
+/// request and any service's guard verifies it.
+pub const INTERNAL_EMAIL: &str = "internal@gatehouse.invalid";
+
+/// The headers of an internal call: `X-User-ID` and `X-User-Email` naming
+/// [`INTERNAL_CALLER`], `X-Request-ID` (fresh), `X-Gateway-Timestamp` and
+/// `X-Gateway-Signature` over this method and path.
 pub fn internal_call_headers(
     method: &str,
     path_and_query: &str,
     secrets: &[Secret],
     now: i64,
     request_id: &str,
-) -> [(&'static str, String); 3] {
-    let assertion =
-        Assertion { timestamp: now, method, path_and_query, request_id, user_id: INTERNAL_CALLER, email: "" };
+) -> [(&'static str, String); 5] {
+    let assertion = Assertion {
+        timestamp: now,
+        method,
+        path_and_query,
+        request_id,
+        user_id: INTERNAL_CALLER,
+        email: INTERNAL_EMAIL,
+    };
     [
+        ("x-user-id", INTERNAL_CALLER.to_owned()),
+        ("x-user-email", INTERNAL_EMAIL.to_owned()),
         ("x-request-id", request_id.to_owned()),
         ("x-gateway-timestamp", now.to_string()),
         ("x-gateway-signature", assertion.sign(secrets)),
@@ -83,7 +99,12 @@ impl Assertion<'_> {
     /// # Errors
     /// [`AssertionError`] naming the failed rule (for logs; clients get one message).
     pub fn verify(&self, header: &str, secrets: &[Secret], now: i64) -> Result<(), AssertionError> {
-        if (now - self.timestamp).abs() > MAX_SKEW_SECS {
+        // `abs_diff`, not `(now - timestamp).abs()`: the timestamp comes from a
+        // header (the auth service's internal endpoints parse any i64), and the
+        // subtraction overflows for one far enough from `now` (a panic with
+        // overflow checks; without them, `timestamp == now + i64::MIN` wrapped
+        // to `i64::MIN`, whose `abs()` is negative, and passed as fresh).
+        if now.abs_diff(self.timestamp) > MAX_SKEW_SECS.unsigned_abs() {
             return Err(AssertionError::Stale);
         }
         let message = self.message();
@@ -107,6 +128,17 @@ pub enum AssertionError {
     Stale,
     #[error("no signature matches")]
     BadSignature,
+}
+
+/// The query parameter an internal call with a body adds to its path, so the
+/// signature, which covers the path and query, also covers the body.
+pub const BODY_DIGEST_PARAM: &str = "body_sha256";
+
+/// Lowercase hex SHA-256 of an internal call's body (see [`BODY_DIGEST_PARAM`]).
+pub fn body_digest(body: &[u8]) -> String {
+    use sha2::Digest as _;
+    let digest: [u8; 32] = sha2::Sha256::digest(body).into();
+    hex::encode(digest)
 }
 
 #[cfg(test)]
@@ -155,6 +187,27 @@ mod tests {
         for junk in ["", "v1=", "v1=zz", "v2=00", &"v1=00,".repeat(100)] {
             assert!(assertion(1000).verify(junk, &keys, 1000).is_err(), "{junk}");
         }
+    }
+
+    /// Found by `fuzz/` (target `assertion`): `-9223372036854775808` as the
+    /// timestamp made the freshness check overflow.
+    #[test]
+    fn extreme_timestamps_are_stale_without_overflow() {
+        let keys = [secret('a')];
+        for (ts, now) in [
+            (i64::MIN, 9),
+            (i64::MIN, 1_700_000_000),
+            (i64::MAX, -1),
+            (i64::MAX, i64::MIN),
+            (i64::MIN, i64::MAX),
+            // Wrapped, `now - ts` was `i64::MIN`, whose `abs()` is negative: it passed.
+            (1_700_000_000_i64.wrapping_add(i64::MIN), 1_700_000_000),
+        ] {
+            let a = assertion(ts);
+            assert_eq!(a.verify(&a.sign(&keys), &keys, now), Err(AssertionError::Stale), "ts {ts} now {now}");
+        }
+        assert!(assertion(i64::MAX).verify(&assertion(i64::MAX).sign(&keys), &keys, i64::MAX - 60).is_ok());
+        assert!(assertion(i64::MIN).verify(&assertion(i64::MIN).sign(&keys), &keys, i64::MIN + 60).is_ok());
     }
 
     /// A verifier written from API.md's text alone, in Python's standard

@@ -282,16 +282,26 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
     out
 }
 
-/// Writes a file only its owner can read (keys and secrets under the data dir).
+/// Writes a file only its owner can read (keys and secrets under the data
+/// dir), unless it already exists.
+///
+/// Several processes may start at once on one data dir (`gatehouse up` beside
+/// a `gatehouse migrate`, replicas sharing a volume) and each may try to
+/// generate the same missing key. So the file appears whole or not at all:
+/// the contents go to a private temporary file first, which is then linked
+/// to `path` — an atomic step that fails if `path` exists. The loser of a race
+/// keeps the winner's file (callers read `path` back afterwards), and no
+/// reader can ever see a half-written key.
 ///
 /// # Errors
 /// [`KeyError::Io`] naming the path.
 pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
     use std::io::Write as _;
     let io = |source| KeyError::Io { path: path.display().to_string(), source };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io)?;
-    }
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -299,9 +309,18 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), KeyError> 
         use std::os::unix::fs::OpenOptionsExt as _;
         options.mode(0o600);
     }
-    let mut file = options.open(path).map_err(io)?;
-    file.write_all(contents).map_err(io)?;
-    file.sync_all().map_err(io)
+    let written = options.open(&tmp).and_then(|mut file| {
+        file.write_all(contents)?;
+        file.sync_all()
+    });
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+    // The temporary name is ours alone: remove it whatever happened.
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(io(source)),
+    }
 }
 
 /// Base64url without padding, as JOSE uses it.
@@ -312,6 +331,25 @@ pub(crate) fn b64url(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_generation_agrees_on_one_complete_key() {
+        // Many processes starting at once on one data dir: every one gets the
+        // same key, and none sees a missing or half-written file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys").join("jwt.pem");
+        let kids: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| SigningKey::load_or_generate(Algorithm::EdDsa, &path, true).unwrap().kid().to_owned())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(kids.windows(2).all(|w| w[0] == w[1]), "{kids:?}");
+        let left: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("jwt.pem")], "temporary files were left behind");
+    }
 
     #[test]
     fn generated_keys_load_and_publish_only_public_parts() {

@@ -12,16 +12,20 @@
 //! - [`refresh`]: opaque refresh tokens made of a session id, a rotation counter
 //!   and an HMAC tag, so nothing secret is stored;
 //! - [`csrf`]: signed double-submit tokens bound to a session id;
-//! - [`secret`]: shared secrets with the strength rules of production.
+//! - [`secret`]: shared secrets with the strength rules of production;
+//! - [`sealed`]: AEAD encryption at rest, with key ids for rotation.
 
 pub mod access;
 pub mod assertion;
 pub mod bearer;
 pub mod csrf;
+pub mod keyring;
 pub mod keys;
 mod mac;
 pub mod random;
 pub mod refresh;
+pub mod revocation;
+pub mod sealed;
 pub mod secret;
 
 pub use access::{AccessClaims, AccessTokenIssuer, AccessTokenVerifier, VerifyError};

@@ -113,6 +113,18 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_generation_agrees_on_one_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway_secret");
+        let secrets: Vec<Vec<u8>> = std::thread::scope(|s| {
+            let handles: Vec<_> =
+                (0..8).map(|_| s.spawn(|| Secret::load_or_generate(&path, true).unwrap().expose().to_vec())).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(secrets.windows(2).all(|w| w[0] == w[1]));
+    }
+
+    #[test]
     fn short_secrets_are_refused() {
         assert_eq!(Secret::parse(&"a".repeat(31)), Err(SecretError::TooShort));
         assert!(Secret::parse(&"a".repeat(32)).is_ok());

@@ -10,8 +10,11 @@
 //! authenticates (an assertion signed with `GATEWAY_SECRET`), to delete the
 //! user and revoke every session; only then is the profile soft-deleted. If
 //! the auth service cannot be reached, nothing changes and the caller gets
-//! 503, so an account is never half deleted.
+//! 503, so an account is never half deleted. The auth service may be at an
+//! `https://` URL: the call then goes over TLS, the certificate checked
+//! against `UPSTREAM_CA` (or the public roots), as the gateway's are.
 
+pub mod openapi;
 pub mod store;
 
 use std::sync::Arc;
@@ -21,18 +24,17 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{Request, StatusCode, Uri};
 use axum::response::IntoResponse;
-use axum::routing::{delete, get};
+use axum::routing::get;
 use axum::{Json, Router};
+use common_http::client::InternalClient;
 use common_http::{ApiError, StrictJson};
 use db::{DatabaseTarget, PoolSettings, StoreError};
 use guard::{GatewayUser, GuardConfig, GuardLayer};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use tokens::Secret;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::store::ProfileStore;
 
@@ -43,17 +45,24 @@ pub const MAX_BIO_CHARS: usize = 1000;
 pub struct UserServiceConfig {
     pub database: DatabaseTarget,
     pub guard: GuardConfig,
-    /// The auth service, for account deletion (`AUTH_SERVICE_URL`).
+    /// `METRICS_ALLOWED_CIDRS`: who may scrape `/metrics`.
+    pub metrics_allowed: Vec<common_http::client_ip::Cidr>,
+    /// The auth service, for account deletion (`AUTH_SERVICE_URL`),
+    /// `http://` or `https://`.
     pub auth_url: Uri,
+    /// Whom an `https://` auth service's certificate must chain to
+    /// (`UPSTREAM_CA`, else the public web PKI).
+    pub upstream_roots: Arc<rustls::RootCertStore>,
     /// What internal calls are signed with (`GATEWAY_SECRET`, first one used).
     pub internal_secrets: Vec<Secret>,
 }
 
 #[derive(Clone)]
 pub struct UserState {
+    metrics: common_http::metrics::Metrics,
     store: Arc<dyn ProfileStore>,
     config: Arc<UserServiceConfig>,
-    client: Client<HttpConnector, Body>,
+    client: InternalClient,
 }
 
 impl UserState {
@@ -62,44 +71,57 @@ impl UserState {
     }
 }
 
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("TLS client of the auth service: {0}")]
+    Tls(#[from] common_http::tls::TlsError),
+}
+
 /// Connects the store (applying migrations) and builds the state.
 ///
 /// # Errors
-/// [`StoreError`] when the database is unreachable.
-pub async fn build_state(config: UserServiceConfig) -> Result<UserState, StoreError> {
+/// [`StartError`] when the database is unreachable.
+pub async fn build_state(config: UserServiceConfig) -> Result<UserState, StartError> {
+    let client = common_http::client::internal_client(Duration::from_secs(2), Arc::clone(&config.upstream_roots))?;
     let store = store::connect(config.database.clone(), PoolSettings::default()).await?;
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    let client = Client::builder(TokioExecutor::new()).build(connector);
-    Ok(UserState { store, config: Arc::new(config), client })
+    let metrics = common_http::metrics::MetricsBuilder::new(config.metrics_allowed.clone()).build();
+    Ok(UserState { store, metrics, config: Arc::new(config), client })
+}
+
+/// The API's routes with their OpenAPI descriptions: [`app`] serves them
+/// and [`openapi()`] documents them, so none is served undocumented.
+fn api_routes() -> OpenApiRouter<UserState> {
+    OpenApiRouter::new().routes(routes!(get_profile, update_profile)).routes(routes!(delete_account))
+}
+
+/// The service's OpenAPI document: every route behind the guard, with its
+/// paths as this service sees them (the gateway serves them under `/api/v1`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi as _;
+    let mut document = openapi::UserApi::openapi();
+    document.merge(api_routes().into_openapi());
+    document
 }
 
 /// The routes: the profile behind the guard, health and readiness open.
 pub fn app(state: UserState) -> Router {
+    let metrics = state.metrics.clone();
     let guard = GuardLayer::new(state.config.guard.clone());
-    let protected = Router::new()
-        .route("/users/profile", get(get_profile).put(update_profile))
-        .route("/users/account", delete(delete_account))
-        .route_layer(guard)
-        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024));
+    let (protected, _) = api_routes().split_for_parts();
+    let protected = protected.route_layer(guard).layer(axum::extract::DefaultBodyLimit::max(16 * 1024));
     let router = Router::new()
         .merge(protected)
         .route("/health", get(|| async { Json(serde_json::json!({"status": "healthy", "service": "user-service"})) }))
         .route("/ready", get(ready))
         .with_state(state);
-    common_http::serve::with_standard_layers(router)
+    common_http::serve::with_standard_layers(metrics.instrument(router))
 }
 
 async fn ready(State(state): State<UserState>) -> Result<impl IntoResponse, ApiError> {
-    state.store.ping().await.map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Database unavailable"))?;
-    state
-        .config
-        .guard
-        .replay
-        .ping()
-        .await
-        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Replay cache unavailable"))?;
-    Ok(Json(serde_json::json!({"status": "ready", "service": "user-service"})))
+    state.config.guard.readiness("user-service", state.store.ping().await).await
 }
 
 fn now() -> i64 {
@@ -111,15 +133,21 @@ fn profile_gone() -> ApiError {
 }
 
 /// `GET /users/profile`: created on first use from the asserted identity.
+#[utoipa::path(get, path = "/users/profile", tag = "users",
+    responses((status = 200, description = "The caller's profile", body = openapi::ProfileResponse)))]
 async fn get_profile(State(state): State<UserState>, user: GatewayUser) -> Result<impl IntoResponse, ApiError> {
     let profile = state.store.get_or_create(&user.id, &user.email, now()).await?.ok_or_else(profile_gone)?;
     Ok(Json(serde_json::json!({"user": profile})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateProfile {
+    /// At most 100 characters, trimmed; no control characters.
+    #[schema(nullable = false, max_length = 100)]
     name: Option<String>,
+    /// At most 1,000 characters; line breaks and tabs allowed.
+    #[schema(nullable = false, max_length = 1000)]
     bio: Option<String>,
 }
 
@@ -142,6 +170,11 @@ fn check_text(value: &str, field: &'static str, max: usize, multiline: bool) -> 
 }
 
 /// `PUT /users/profile` with `{name?, bio?}`; the seed's response body.
+#[utoipa::path(put, path = "/users/profile", tag = "users", request_body = UpdateProfile,
+    responses(
+        (status = 200, description = "The profile was updated", body = openapi::ProfileUpdated),
+        (status = 400, description = "A field is too long or has control characters", body = common_http::openapi::ErrorBody),
+    ))]
 async fn update_profile(
     State(state): State<UserState>,
     user: GatewayUser,
@@ -166,6 +199,11 @@ async fn update_profile(
 }
 
 /// `DELETE /users/account`.
+#[utoipa::path(delete, path = "/users/account", tag = "users",
+    responses(
+        (status = 200, description = "The account is deleted and every session ended", body = openapi::AccountDeleted),
+        (status = 503, description = "The auth service could not be reached; nothing was deleted", body = common_http::openapi::ErrorBody),
+    ))]
 async fn delete_account(State(state): State<UserState>, user: GatewayUser) -> Result<impl IntoResponse, ApiError> {
     delete_at_auth_service(&state, &user.id).await?;
     state.store.soft_delete(&user.id, now()).await?;
@@ -209,7 +247,11 @@ async fn delete_at_auth_service(state: &UserState, user_id: &str) -> Result<(), 
 ///
 /// # Errors
 /// I/O errors from the listener.
-pub async fn serve(state: UserState, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    state: UserState,
+    listener: impl Into<common_http::serve::Listener>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let store = Arc::clone(&state.store);
     let result = common_http::serve::serve(listener, app(state), shutdown).await;
     store.close().await;

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use db::{Backend, DatabaseTarget, PoolSettings, StoreError};
 
 /// A profile.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct Profile {
     #[serde(rename = "id")]
     pub user_id: String,

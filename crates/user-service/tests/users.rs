@@ -27,34 +27,11 @@ async fn stack(backend: Backend) -> Stack {
 impl Stack {
     async fn login(&self) -> (Value, String) {
         let email = unique_email("u");
-        let c = &self.gateway.client;
-        let r = c
-            .post(self.gateway.url("/api/v1/auth/register"))
-            .json(&json!({"email": email, "password": DEFAULT_PASSWORD, "name": "Ada"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED);
-        let login: Value = c
-            .post(self.gateway.url("/api/v1/auth/login"))
-            .json(&json!({"email": email, "password": DEFAULT_PASSWORD}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        (login, email)
+        (self.gateway.sign_up_and_in(&email, None).await, email)
     }
 
     fn authed(&self, method: reqwest::Method, path: &str, login: &Value) -> reqwest::RequestBuilder {
-        let csrf = login["csrf_token"].as_str().unwrap();
-        self.gateway
-            .client
-            .request(method, self.gateway.url(path))
-            .bearer_auth(login["access_token"].as_str().unwrap())
-            .header("X-CSRF-Token", csrf)
-            .header("Cookie", format!("csrf_token={csrf}"))
+        self.gateway.authed(method, path, login)
     }
 }
 
@@ -188,7 +165,28 @@ async fn the_service_refuses_anything_the_gateway_did_not_sign(backend: Backend)
     assert_eq!(c.get(format!("{}/ready", st.users_url)).send().await.unwrap().status(), StatusCode::OK);
 }
 
+/// `GET /metrics` counts requests by route pattern and status.
+async fn metrics_count_requests_by_route_and_status(backend: Backend) {
+    let st = stack(backend).await;
+    let (login, _) = st.login().await;
+    for _ in 0..2 {
+        let r = st.authed(reqwest::Method::GET, "/api/v1/users/profile", &login).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let unsigned = reqwest::Client::new().get(format!("{}/users/profile", st.users_url)).send().await.unwrap();
+    assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
+    let text = reqwest::get(format!("{}/metrics", st.users_url)).await.unwrap().text().await.unwrap();
+    for (series, value) in [
+        (r#"gatehouse_http_requests_total{route="/users/profile",method="GET",status="200"} "#, "2"),
+        (r#"gatehouse_http_requests_total{route="/users/profile",method="GET",status="401"} "#, "1"),
+    ] {
+        let line = text.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("{series} in {text}"));
+        assert_eq!(line.trim_start_matches(series), value, "{line}");
+    }
+}
+
 backend_tests!(
+    metrics_count_requests_by_route_and_status,
     the_profile_is_created_on_first_use_and_updates_persist,
     invalid_profile_updates_are_refused,
     deleting_the_account_ends_it_everywhere,

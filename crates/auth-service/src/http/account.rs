@@ -8,13 +8,14 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{AuthUser, ClientInfo};
+use crate::accounts;
 use crate::audit::{self, Event, EventKind};
-use crate::domain::{DisplayName, Email, NewPassword, check_password_length};
+use crate::domain::{NewPassword, check_password_length};
 use crate::state::AppState;
-use crate::store::{NewUser, StoreError, User};
+use crate::store::User;
 use crate::throttle;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     email: String,
@@ -23,7 +24,7 @@ pub struct RegisterRequest {
 }
 
 /// The public view of a user.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     pub id: Uuid,
     pub email: String,
@@ -37,29 +38,18 @@ impl From<&User> for UserView {
 }
 
 /// `POST /auth/register` → 201, or 409 when the email is taken.
+#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "The account was created", body = super::openapi::Registered),
+        (status = 400, description = "Invalid request body or a field message", body = common_http::openapi::ErrorBody),
+        (status = 409, description = "User with this email already exists", body = common_http::openapi::ErrorBody),
+    ))]
 pub async fn register_user(
     State(state): State<AppState>,
     client: ClientInfo,
     StrictJson(body): StrictJson<RegisterRequest>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let email = Email::parse(&body.email)?;
-    let name = DisplayName::parse(&body.name)?;
-    let password = NewPassword::parse(body.password)?;
-    let password_hash = state.hasher.hash(password.expose()).await?;
-    let new_user = NewUser {
-        user_id: Uuid::now_v7(),
-        email: email.into_string(),
-        password_hash,
-        name: name.into_string(),
-        now: state.now(),
-    };
-    let user = match state.store.create_user(&new_user).await {
-        Ok(user) => user,
-        Err(StoreError::Conflict) => return Err(ApiError::conflict("User with this email already exists")),
-        Err(e) => return Err(e.into()),
-    };
-    let event = Event { user_id: Some(user.user_id), email: Some(&user.email), ..Event::default() };
-    audit::record(&state, EventKind::UserRegistered, &client, event).await;
+    let user = accounts::create_account(&state, &client, &body.email, &body.name, body.password).await?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({"message": "User registered successfully", "user": UserView::from(&user)})),
@@ -67,6 +57,11 @@ pub async fn register_user(
 }
 
 /// `GET /auth/me`: the caller's account.
+#[utoipa::path(get, path = "/auth/me", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's account", body = super::openapi::Me),
+        (status = 401, description = "No valid access token", body = common_http::openapi::ErrorBody),
+    ))]
 pub async fn current_user(caller: AuthUser) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "user": {
@@ -75,11 +70,12 @@ pub async fn current_user(caller: AuthUser) -> Json<serde_json::Value> {
             "name": caller.user.name,
             "active": caller.user.active,
             "created_at": caller.user.created_at,
+            "email_verified": caller.user.email_verified_at.is_some(),
         }
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePasswordRequest {
     current_password: String,
@@ -88,6 +84,14 @@ pub struct ChangePasswordRequest {
 
 /// `POST /auth/password`: needs the current password; revokes every other
 /// session of the user (the current one stays signed in).
+#[utoipa::path(post, path = "/auth/password", tag = "auth", request_body = ChangePasswordRequest, security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Changed; every other session is revoked", body = super::openapi::SessionsRevoked),
+        (status = 400, description = "Invalid request body or new password", body = common_http::openapi::ErrorBody),
+        (status = 403, description = "Current password is incorrect", body = common_http::openapi::ErrorBody),
+        (status = 429, description = "Too many failed attempts", body = common_http::openapi::ErrorBody),
+        (status = 401, description = "No valid access token", body = common_http::openapi::ErrorBody),
+    ))]
 pub async fn change_password(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -111,7 +115,9 @@ pub async fn change_password(
         return Err(wrong_current_password());
     }
     let hash = state.hasher.hash(new_password.expose()).await?;
-    let revoked = state.store.change_password(caller.user.user_id, &hash, caller.session_id, state.now()).await?;
+    let revoked_ids = state.store.change_password(caller.user.user_id, &hash, caller.session_id, state.now()).await?;
+    state.revocations.publish(&revoked_ids).await;
+    let revoked = revoked_ids.len();
     let detail = Some(format!("revoked {revoked} other sessions"));
     audit::record(&state, EventKind::PasswordChanged, &client, Event { detail, ..event() }).await;
     Ok(Json(serde_json::json!({"message": "Password changed successfully", "revoked_sessions": revoked})))

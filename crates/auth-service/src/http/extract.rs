@@ -35,7 +35,7 @@ impl FromRequestParts<AppState> for AuthUser {
                     ApiError::unauthorized("Invalid authorization header format. Expected: Bearer <token>")
                 }
             })?;
-        let claims = state.verifier.verify(token).map_err(|reason| {
+        let claims = state.keys().verifier.verify(token).map_err(|reason| {
             tracing::info!(reason = reason.reason(), "access token refused");
             ApiError::unauthorized(INVALID_TOKEN)
         })?;

@@ -17,7 +17,7 @@ use tokens::assertion::Assertion;
 
 use crate::state::AppState;
 
-pub use tokens::assertion::INTERNAL_CALLER;
+pub use tokens::assertion::{INTERNAL_CALLER, INTERNAL_EMAIL};
 
 /// The most entries one feed page returns.
 pub const FEED_PAGE: i64 = 1000;
@@ -52,7 +52,7 @@ fn authenticate_internal(state: &AppState, parts: &Parts) -> Result<(), ApiError
         path_and_query,
         request_id,
         user_id: INTERNAL_CALLER,
-        email: "",
+        email: INTERNAL_EMAIL,
     };
     assertion.verify(signature, &state.config.internal_secrets, state.now()).map_err(|e| {
         tracing::warn!(reason = %e, "internal call refused");
@@ -72,14 +72,8 @@ pub async fn delete_user(
     authenticate_internal(&state, &parts)?;
     let not_found = || ApiError::not_found("User not found");
     let user_id = uuid::Uuid::parse_str(&id).map_err(|_| not_found())?;
-    let revoked = state.store.delete_user(user_id, state.now()).await?.ok_or_else(not_found)?;
-    let event = crate::audit::Event {
-        user_id: Some(user_id),
-        detail: Some(format!("revoked {revoked} sessions")),
-        ..Default::default()
-    };
-    crate::audit::record(&state, crate::audit::EventKind::AccountDeleted, &crate::http::ClientInfo::default(), event)
-        .await;
+    let client = crate::http::ClientInfo::default();
+    let revoked = crate::accounts::delete_account(&state, &client, user_id).await?.ok_or_else(not_found)?.len();
     Ok(Json(serde_json::json!({"message": "User deleted", "user_id": user_id, "revoked_sessions": revoked})))
 }
 

@@ -9,6 +9,9 @@ mod account;
 mod cookies;
 mod extract;
 pub mod internal;
+mod mfa;
+pub mod openapi;
+mod recovery;
 mod sessions;
 mod tokens_api;
 
@@ -19,9 +22,11 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use common_http::ApiError;
 use tower_http::set_header::SetResponseHeaderLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use extract::AuthUser;
 
@@ -31,20 +36,46 @@ use crate::state::AppState;
 /// Bodies on `/auth/*` are small JSON documents; anything larger is refused (413).
 pub const AUTH_BODY_LIMIT: usize = 16 * 1024;
 
+/// The public API's routes (`/auth/*`) with their OpenAPI descriptions:
+/// [`router`] serves them and [`openapi()`] documents them, so none is served
+/// undocumented. The JWKS, the internal calls and the probes are not part of
+/// the API clients call through the gateway.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(account::register_user))
+        .routes(routes!(tokens_api::login_user))
+        .routes(routes!(tokens_api::refresh_tokens))
+        .routes(routes!(tokens_api::logout_session))
+        .routes(routes!(tokens_api::verify_token))
+        .routes(routes!(account::current_user))
+        .routes(routes!(account::change_password))
+        .routes(routes!(sessions::list_sessions))
+        .routes(routes!(sessions::revoke_session))
+        .routes(routes!(sessions::logout_all_sessions))
+        .routes(routes!(mfa::verify_mfa))
+        .routes(routes!(mfa::setup_totp))
+        .routes(routes!(mfa::confirm_totp))
+        .routes(routes!(mfa::disable_totp))
+        .routes(routes!(recovery::forgot_password))
+        .routes(routes!(recovery::reset_password))
+        .routes(routes!(recovery::verify_email))
+        .routes(routes!(recovery::resend_verification))
+}
+
+/// The service's OpenAPI document: `/auth/*` as this service sees it (the
+/// gateway serves it under `/api/v1`), with the `bearer` scheme.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi as _;
+    let mut document = openapi::AuthApi::openapi();
+    document.merge(api_routes().into_openapi());
+    document
+}
+
 /// The service's routes, without the standard layers (see [`crate::app`]).
 pub fn router(state: AppState) -> Router {
     // Token responses must never be cached (RFC 6749 §5.1).
-    let auth = Router::new()
-        .route("/auth/register", post(account::register_user))
-        .route("/auth/login", post(tokens_api::login_user))
-        .route("/auth/refresh", post(tokens_api::refresh_tokens))
-        .route("/auth/logout", post(tokens_api::logout_session))
-        .route("/auth/verify", get(tokens_api::verify_token))
-        .route("/auth/me", get(account::current_user))
-        .route("/auth/password", post(account::change_password))
-        .route("/auth/sessions", get(sessions::list_sessions))
-        .route("/auth/sessions/{id}", delete(sessions::revoke_session))
-        .route("/auth/logout-all", post(sessions::logout_all_sessions))
+    let (auth, _) = api_routes().split_for_parts();
+    let auth = auth
         .layer(DefaultBodyLimit::max(AUTH_BODY_LIMIT))
         .layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .layer(SetResponseHeaderLayer::overriding(header::PRAGMA, HeaderValue::from_static("no-cache")));
@@ -60,7 +91,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"))], axum::Json(state.jwks.as_ref().clone()))
+    ([(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"))], axum::Json(state.keys().jwks.clone()))
 }
 
 async fn health() -> impl IntoResponse {
@@ -104,6 +135,18 @@ impl FromRequestParts<AppState> for ClientInfo {
 /// seed's logs as-is (log injection, SEED-FLAWS F28).
 fn sanitize_user_agent(raw: &[u8]) -> String {
     raw.iter().take(256).map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '?' }).collect()
+}
+
+impl From<crate::accounts::CreateAccountError> for ApiError {
+    fn from(e: crate::accounts::CreateAccountError) -> Self {
+        use crate::accounts::CreateAccountError as E;
+        match e {
+            E::Invalid(field) => field.into(),
+            E::EmailTaken => ApiError::conflict("User with this email already exists"),
+            E::Hash(h) => h.into(),
+            E::Store(s) => s.into(),
+        }
+    }
 }
 
 impl From<HashError> for ApiError {

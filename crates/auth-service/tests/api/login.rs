@@ -24,7 +24,7 @@ async fn login_returns_the_seed_body_and_a_csrf_cookie(backend: Backend) {
         assert!(cookie.contains(attr), "{cookie} lacks {attr}");
     }
     // The access token is an at+jwt carrying the session.
-    let claims = app.state.verifier.verify(body["access_token"].as_str().unwrap()).unwrap();
+    let claims = app.state.keys().verifier.verify(body["access_token"].as_str().unwrap()).unwrap();
     assert_eq!(claims.email, email);
     assert!(Uuid::parse_str(&claims.sid).is_ok());
     assert_eq!(claims.exp - claims.iat, 900);

@@ -4,7 +4,11 @@
 
 mod bad_input;
 mod login;
+mod metrics;
+mod mfa;
 mod misc;
+mod recovery;
 mod refresh;
+mod refresh_cookie;
 mod register;
 mod sessions;

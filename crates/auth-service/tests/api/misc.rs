@@ -114,7 +114,7 @@ async fn the_revocation_feed_needs_a_signed_internal_call() {
     let (app, _db) = spawn_default_auth(Backend::Sqlite).await;
     let login = app.signed_in_user(&unique_email("feed")).await;
     app.post_json("/auth/logout", &json!({"refresh_token": login["refresh_token"]})).await;
-    let sid = app.state.verifier.verify(login["access_token"].as_str().unwrap()).unwrap().sid;
+    let sid = app.state.keys().verifier.verify(login["access_token"].as_str().unwrap()).unwrap().sid;
     let call = |secret: tokens::Secret, path: &'static str| {
         let now = app.state.now();
         let rid = uuid::Uuid::new_v4().to_string();
@@ -124,7 +124,7 @@ async fn the_revocation_feed_needs_a_signed_internal_call() {
             path_and_query: path,
             request_id: &rid,
             user_id: "gatehouse-internal",
-            email: "",
+            email: tokens::assertion::INTERNAL_EMAIL,
         };
         app.client
             .get(app.url(path))

@@ -27,8 +27,8 @@ async fn refresh_rotates_the_refresh_token(backend: Backend) {
     let second = token(&body, "refresh_token");
     assert_ne!(first, second);
     // The new access token is for the same session.
-    let a = app.state.verifier.verify(&token(&login, "access_token")).unwrap();
-    let b = app.state.verifier.verify(&token(&body, "access_token")).unwrap();
+    let a = app.state.keys().verifier.verify(&token(&login, "access_token")).unwrap();
+    let b = app.state.keys().verifier.verify(&token(&body, "access_token")).unwrap();
     assert_eq!(a.sid, b.sid);
     // The new refresh token works in turn.
     assert_eq!(app.refresh(&second).await.status(), StatusCode::OK);
@@ -47,7 +47,7 @@ async fn a_reused_refresh_token_revokes_the_whole_session(backend: Backend) {
     assert_eq!(app.refresh(&token(&legit, "refresh_token")).await.status(), StatusCode::UNAUTHORIZED);
     let verify = app.get_authed("/auth/verify", &token(&legit, "access_token")).await;
     assert_eq!(verify.status(), StatusCode::UNAUTHORIZED);
-    let sid = Uuid::parse_str(&app.state.verifier.verify(&token(&legit, "access_token")).unwrap().sid).unwrap();
+    let sid = Uuid::parse_str(&app.state.keys().verifier.verify(&token(&legit, "access_token")).unwrap().sid).unwrap();
     let session = app.state.store.find_session(sid).await.unwrap().unwrap();
     assert_eq!(session.revoked_reason.as_deref(), Some("refresh_token_reuse"));
     let kinds: Vec<String> =
@@ -123,7 +123,7 @@ async fn forged_expired_and_garbage_refresh_tokens_are_refused(backend: Backend)
     let login = app.signed_in_user(&unique_email("forge")).await;
     let rt = token(&login, "refresh_token");
     // A token minted with another secret for the real session.
-    let sid = Uuid::parse_str(&app.state.verifier.verify(&token(&login, "access_token")).unwrap().sid).unwrap();
+    let sid = Uuid::parse_str(&app.state.keys().verifier.verify(&token(&login, "access_token")).unwrap().sid).unwrap();
     let other = tokens::RefreshKey::new(tokens::Secret::generate().unwrap());
     for forged in [other.mint(sid, 0), other.mint(sid, 1), "".into(), "x".repeat(75), token(&login, "access_token")] {
         assert_eq!(app.refresh(&forged).await.status(), StatusCode::UNAUTHORIZED, "{forged}");

@@ -80,7 +80,7 @@ async fn sessions_are_listed_and_revoked_one_by_one(backend: Backend) {
     let sessions = list["sessions"].as_array().unwrap();
     assert_eq!(sessions.len(), 2);
     assert_eq!(sessions.iter().filter(|s| s["current"] == true).count(), 1);
-    let b_sid = app.state.verifier.verify(&token(&b, "access_token")).unwrap().sid;
+    let b_sid = app.state.keys().verifier.verify(&token(&b, "access_token")).unwrap().sid;
     // Another user cannot revoke it, and learns nothing (404 as for an unknown id).
     let mallory = app.signed_in_user(&unique_email("mallory")).await;
     for id in [b_sid.as_str(), "00000000-0000-0000-0000-000000000000", "not-a-uuid"] {

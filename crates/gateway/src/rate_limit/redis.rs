@@ -13,7 +13,8 @@
 //!
 //! `<prefix>:rl:{<class>:<key>}`. The braces are a Redis Cluster hash tag:
 //! everything a decision touches hashes to one slot, as scripts require in a
-//! cluster, and all classes of one client could later be checked together.
+//! cluster (`REDIS_URL` may list a cluster's seed nodes: `redis_conn`), so a
+//! decision stays one atomic script on one node there too.
 //! The prefix may not contain a brace (it would move the tag); a `:` or `%`
 //! in a class is percent-escaped so that `(class, key)` maps to exactly one
 //! Redis key. Each write sets `PX` to the time until the state has fully
@@ -43,7 +44,7 @@
 //!   (1 s each), so a dead or black-holed Redis costs a request at most
 //!   about 1.5 s and yields [`LimiterError::Unavailable`], never a hang. The
 //!   caller then fails open or closed as the route says.
-//! - The `ConnectionManager` reconnects on the next request after an I/O
+//! - The connection (`redis_conn`) reconnects on the next request after an I/O
 //!   error, so the first request after Redis returns is decided by Redis
 //!   again. No state is cached in the gateway meanwhile: while Redis is down
 //!   there is no shared limit, which is exactly why the caller decides.
@@ -51,7 +52,7 @@
 use std::time::Duration;
 
 use ::redis::Script;
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis_conn::{RedisConnection, Settings};
 
 use super::{Decision, Gcra, LimiterError, Quota, RateLimiter, zero_quota_decision};
 
@@ -80,7 +81,7 @@ return {0, now, tat}
 /// GCRA in Redis, shared by every gateway pointed at the same server and
 /// prefix. Cheap to share: one multiplexed connection for all requests.
 pub struct RedisLimiter {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     prefix: Box<str>,
     script: Script,
 }
@@ -93,17 +94,15 @@ impl RedisLimiter {
     /// Deadline of a whole decision or ping, reconnection and script reload included.
     pub const OPERATION_TIMEOUT: Duration = Duration::from_millis(1500);
 
-    /// A limiter on `url` (`redis://`, `rediss://`, `unix://`), its keys
-    /// under `prefix`. Does not require Redis to be up (see the module docs).
+    /// A limiter on `url` (`redis://`, `rediss://`, `unix://`, or a Redis
+    /// Cluster's seed nodes separated by commas), its keys under `prefix`.
+    /// Does not require Redis to be up (see the module docs).
     ///
     /// # Errors
     /// [`LimiterError::Config`] when the URL does not parse or the prefix
     /// contains `{` or `}`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, LimiterError> {
-        let client = ::redis::Client::open(url)
-            .map_err(|e| LimiterError::Config(format!("the Redis URL is not usable: {e}")))?;
-        let conn = ConnectionManager::new_lazy_with_config(client, Self::manager_config())
-            .map_err(|e| LimiterError::Config(format!("Redis connection manager: {e}")))?;
+        let conn = RedisConnection::open(url, Self::SETTINGS).map_err(|e| LimiterError::Config(e.to_string()))?;
         let limiter = Self::new(conn, prefix)?;
         match limiter.load_script().await {
             Ok(()) => tracing::debug!("rate limiter: Redis answers, script loaded"),
@@ -115,32 +114,25 @@ impl RedisLimiter {
         Ok(limiter)
     }
 
-    /// A limiter over an existing connection manager (build it with
-    /// [`RedisLimiter::manager_config`] to get the timeouts), its keys under
+    /// A limiter over an existing connection (open it with
+    /// [`RedisLimiter::SETTINGS`] to get the timeouts), its keys under
     /// `prefix`.
     ///
     /// # Errors
     /// [`LimiterError::Config`] when the prefix contains `{` or `}`.
-    pub fn new(conn: ConnectionManager, prefix: &str) -> Result<Self, LimiterError> {
+    pub fn new(conn: RedisConnection, prefix: &str) -> Result<Self, LimiterError> {
         if prefix.contains(['{', '}']) {
             return Err(LimiterError::Config("the rate-limit key prefix may not contain `{` or `}`".to_owned()));
         }
         Ok(Self { conn, prefix: prefix.into(), script: Script::new(GCRA_SCRIPT) })
     }
 
-    /// The connection manager settings used by [`RedisLimiter::connect`]:
+    /// The connection settings used by [`RedisLimiter::connect`]:
     /// [`RedisLimiter::CONNECT_TIMEOUT`], [`RedisLimiter::RESPONSE_TIMEOUT`],
     /// and one quick retry per connection attempt (a request never waits out
     /// a long back-off; the next request tries again).
-    #[must_use]
-    pub fn manager_config() -> ConnectionManagerConfig {
-        ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Self::CONNECT_TIMEOUT))
-            .set_response_timeout(Some(Self::RESPONSE_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(200))
-    }
+    pub const SETTINGS: Settings =
+        Settings { connect_timeout: Self::CONNECT_TIMEOUT, response_timeout: Self::RESPONSE_TIMEOUT, retries: 1 };
 
     /// The Redis key holding the state of `(class, key)`.
     fn state_key(&self, class: &str, key: &str) -> String {

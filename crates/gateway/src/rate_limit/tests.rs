@@ -10,6 +10,15 @@ fn ip(s: &str) -> IpAddr {
 }
 
 #[test]
+fn ipv4_text_matches_display_for_every_octet() {
+    for octet in 0..=255u8 {
+        for ip in [std::net::Ipv4Addr::new(octet, 0, 255, octet), std::net::Ipv4Addr::new(1, octet, octet, 100)] {
+            assert_eq!(ipv4_text(ip), ip.to_string());
+        }
+    }
+}
+
+#[test]
 fn ip_key_v4_by_address() {
     assert_eq!(ip_key(ip("203.0.113.7")), "203.0.113.7");
     assert_ne!(ip_key(ip("203.0.113.7")), ip_key(ip("203.0.113.8")));

@@ -22,13 +22,13 @@
 
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis_conn::{RedisConnection, Settings};
 
 use super::{ReplayError, ReplayStore, Seen};
 
 /// Accepted request ids in Redis. Cheap to share: one multiplexed connection.
 pub struct RedisReplayCache {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     prefix: Box<str>,
 }
 
@@ -40,18 +40,16 @@ impl RedisReplayCache {
     /// Deadline of a whole check or ping, reconnection included.
     pub const OPERATION_TIMEOUT: Duration = Duration::from_millis(1500);
 
-    /// A cache on `url` (`redis://`, `rediss://`, `unix://`), its keys under
-    /// `prefix`. Does not require Redis to be up: it tries once and only logs
-    /// a warning if Redis does not answer.
+    /// A cache on `url` (`redis://`, `rediss://`, `unix://`, or a Redis
+    /// Cluster's seed nodes separated by commas: `redis_conn`), its keys
+    /// under `prefix`. Does not require Redis to be up: it tries once and
+    /// only logs a warning if Redis does not answer.
     ///
     /// # Errors
     /// [`ReplayError::Config`] when the URL does not parse or the prefix
     /// contains `{` or `}`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, ReplayError> {
-        let client =
-            ::redis::Client::open(url).map_err(|e| ReplayError::Config(format!("the Redis URL is not usable: {e}")))?;
-        let conn = ConnectionManager::new_lazy_with_config(client, Self::manager_config())
-            .map_err(|e| ReplayError::Config(format!("Redis connection manager: {e}")))?;
+        let conn = RedisConnection::open(url, Self::SETTINGS).map_err(|e| ReplayError::Config(e.to_string()))?;
         let cache = Self::new(conn, prefix)?;
         match cache.ping().await {
             Ok(()) => tracing::debug!("replay cache: Redis answers"),
@@ -63,29 +61,22 @@ impl RedisReplayCache {
         Ok(cache)
     }
 
-    /// A cache over an existing connection manager (build it with
-    /// [`RedisReplayCache::manager_config`] to get the timeouts).
+    /// A cache over an existing connection (open it with
+    /// [`RedisReplayCache::SETTINGS`] to get the timeouts).
     ///
     /// # Errors
     /// [`ReplayError::Config`] when the prefix contains `{` or `}`.
-    pub fn new(conn: ConnectionManager, prefix: &str) -> Result<Self, ReplayError> {
+    pub fn new(conn: RedisConnection, prefix: &str) -> Result<Self, ReplayError> {
         if prefix.contains(['{', '}']) {
             return Err(ReplayError::Config("the replay key prefix may not contain `{` or `}`".to_owned()));
         }
         Ok(Self { conn, prefix: prefix.into() })
     }
 
-    /// Connection manager settings: [`Self::CONNECT_TIMEOUT`],
+    /// Connection settings: [`Self::CONNECT_TIMEOUT`],
     /// [`Self::RESPONSE_TIMEOUT`] and one quick retry per attempt.
-    #[must_use]
-    pub fn manager_config() -> ConnectionManagerConfig {
-        ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Self::CONNECT_TIMEOUT))
-            .set_response_timeout(Some(Self::RESPONSE_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(200))
-    }
+    pub const SETTINGS: Settings =
+        Settings { connect_timeout: Self::CONNECT_TIMEOUT, response_timeout: Self::RESPONSE_TIMEOUT, retries: 1 };
 
     /// The Redis key recording `request_id`.
     #[must_use]

@@ -1,0 +1,79 @@
+//! The gateway's request-header sanitising (`gateway::proxy`):
+//! `remove_hop_by_hop` (RFC 9110 §7.6.1, including every header the client's
+//! `Connection` header names) and `strip_identity_headers` (every header a
+//! client could use to claim an identity or a forwarding path).
+//!
+//! Input: header lines `name: value`, separated by `\n` (lines that are not
+//! a valid header name and value are skipped).
+//!
+//! Invariants, after both functions:
+//! - no hop-by-hop header and no header named in any `Connection` value is left;
+//! - no `x-user-*`, `x-gateway-*`, `x-forwarded-*`, `forwarded`, `x-real-ip`;
+//! - every other header is left, with all its values in order.
+#![no_main]
+
+use gateway::proxy::{remove_hop_by_hop, strip_identity_headers};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+use libfuzzer_sys::fuzz_target;
+
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
+fn spoofable(n: &str) -> bool {
+    n.starts_with("x-user-")
+        || n.starts_with("x-gateway-")
+        || n.starts_with("x-forwarded-")
+        || n == "forwarded"
+        || n == "x-real-ip"
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut headers = HeaderMap::new();
+    for line in data.split(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(&line[..colon]), HeaderValue::from_bytes(line[colon + 1..].trim_ascii()))
+        else {
+            continue;
+        };
+        headers.append(name, value);
+    }
+    let before = headers.clone();
+    let named: Vec<HeaderName> = before
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+
+    remove_hop_by_hop(&mut headers);
+    strip_identity_headers(&mut headers);
+
+    for name in headers.keys() {
+        let n = name.as_str();
+        assert!(!HOP_BY_HOP.contains(&n), "hop-by-hop header {n} left");
+        assert!(!named.contains(name), "{n} was named in Connection but left");
+        assert!(!spoofable(n), "identity header {n} left");
+    }
+    for name in before.keys() {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n) || named.contains(name) || spoofable(n) {
+            continue;
+        }
+        let want: Vec<&HeaderValue> = before.get_all(name).iter().collect();
+        let got: Vec<&HeaderValue> = headers.get_all(name).iter().collect();
+        assert_eq!(got, want, "header {n} was changed");
+    }
+});
