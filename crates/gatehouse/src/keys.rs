@@ -42,6 +42,9 @@ pub enum KeysCommand {
     },
     /// Remove a previous key once its tokens have expired
     Retire {
+        /// The key id, as `keys list` shows it. Key ids are JWK thumbprints
+        /// (base64url), so one may start with `-`: it is still taken as the id.
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         /// Retire it even if tokens it signed may still be unexpired
         #[arg(long)]

@@ -338,3 +338,26 @@ async fn futures_select_all(
     })
     .await
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::{Cli, Command};
+    use crate::keys::KeysCommand;
+
+    /// Key ids are base64url thumbprints: about one in 64 starts with `-`,
+    /// and `keys retire` must still take it as the id, not as an option.
+    #[test]
+    fn a_key_id_starting_with_a_hyphen_is_still_a_key_id() {
+        for args in
+            [&["gatehouse", "keys", "retire", "-0aB_x"][..], &["gatehouse", "keys", "retire", "-0aB_x", "--force"]]
+        {
+            let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let Command::Keys(KeysCommand::Retire { kid, force }) = cli.command else { panic!("{args:?}: not retire") };
+            assert_eq!(kid, "-0aB_x");
+            assert_eq!(force, args.len() == 5);
+        }
+    }
+}

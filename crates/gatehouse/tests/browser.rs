@@ -84,10 +84,10 @@ async fn the_demo_page_works_end_to_end_in_headless_chromium_and_resists_a_cross
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "the browser script failed ({}):\n{stdout}\n{stderr}", output.status);
-    assert!(stdout.contains("browser demo: 18 steps passed"), "{stdout}");
+    assert!(stdout.contains("browser demo: 19 steps passed"), "{stdout}");
     let shots = std::fs::read_dir(&artifacts)
         .unwrap()
         .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "png"))
         .count();
-    assert_eq!(shots, 18, "one screenshot per step in {}", artifacts.display());
+    assert_eq!(shots, 19, "one screenshot per step in {}", artifacts.display());
 }

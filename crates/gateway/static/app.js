@@ -155,7 +155,21 @@ async function showSignedIn() {
   $('signed-in').hidden = false;
   $('sign-out').hidden = false;
   setStatus('Signed in.');
-  await Promise.all([loadProfile(), loadSessions(), loadPayments(), loadNotifications()]);
+  await Promise.all([loadProfile(), loadVerification(), loadSessions(), loadPayments(), loadNotifications()]);
+}
+
+// The profile lives in the user service; whether the address is verified,
+// in the auth service.
+async function loadVerification() {
+  const { user } = await api('GET', '/auth/me');
+  $('verify-notice').hidden = user.email_verified;
+}
+
+// The same 202 answer whatever the account: a new link (which replaces the
+// previous one) goes out only to an account that is not verified yet.
+async function resendVerification(email) {
+  const { message } = await api('POST', '/auth/email/resend', { body: { email }, auth: false });
+  setStatus(`${message}.`);
 }
 
 function renderProfile(user) {
@@ -249,8 +263,25 @@ async function signIn(email, password) {
 }
 
 $('sign-in-form').addEventListener('submit', action($('sign-in-form'), async () => {
-  await signIn($('sign-in-email').value, $('sign-in-password').value);
+  $('sign-in-resend').hidden = true;
+  try {
+    await signIn($('sign-in-email').value, $('sign-in-password').value);
+  } catch (error) {
+    // With REQUIRE_EMAIL_VERIFICATION, an unverified account cannot sign
+    // in: offer the way out (the link may have expired or gone astray).
+    $('sign-in-resend').hidden = !(error instanceof ApiError && error.status === 403 && error.message === 'Email address not verified');
+    throw error;
+  }
   $('sign-in-password').value = '';
+}));
+
+$('sign-in-resend').addEventListener('click', action($('sign-in-resend'), async () => {
+  await resendVerification($('sign-in-email').value);
+  $('sign-in-resend').hidden = true;
+}));
+
+$('resend-verification').addEventListener('click', action($('resend-verification'), async () => {
+  await resendVerification($('profile-email').textContent);
 }));
 
 $('forgot-show').addEventListener('click', () => {

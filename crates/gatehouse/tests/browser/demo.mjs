@@ -64,12 +64,15 @@ function totp(secretBase32, at = Date.now()) {
   return String(value).padStart(6, '0');
 }
 
-// The link (`<PUBLIC_URL>/<path>#token=…`) of the mail to `email` carrying
-// one: the development mailer writes each mail as MAIL_DIR/<time>-<id>.eml,
-// and the auth service's background queue sends it shortly after the
-// request, so this polls.
-async function mailedLink(path) {
+// The links (`<PUBLIC_URL>/<path>#token=…`) of the `count` mails to `email`
+// carrying one, oldest first: the development mailer writes each mail as
+// MAIL_DIR/<time>-<id>.eml, and the auth service's background queue sends it
+// shortly after the request, so this polls. Mails are ordered by Message-ID
+// (`<mail id@…>`, a UUIDv7, so in the order they were queued): neither the
+// file names nor the order of sending need follow it.
+async function mailedLinks(path, count) {
   const link = new RegExp(`^(\\S+/${path}#token=[A-Za-z0-9_-]+)\\r?$`, 'm');
+  const messageId = /^Message-ID: (\S+)\r?$/m;
   const deadline = Date.now() + TIMEOUT;
   for (;;) {
     let names = [];
@@ -80,16 +83,20 @@ async function mailedLink(path) {
     }
     const found = names
       .map((name) => readFileSync(join(MAIL_DIR, name), 'utf8'))
-      .filter((mail) => mail.includes(`To: ${email}`))
-      .map((mail) => mail.match(link))
-      .filter(Boolean);
-    if (found.length > 0) {
-      assert.equal(found.length, 1, `one ${path} mail`);
-      return found[0][1];
+      .filter((mail) => mail.includes(`To: ${email}`) && link.test(mail))
+      .map((mail) => [mail.match(messageId)[1], mail.match(link)[1]])
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    if (found.length >= count) {
+      assert.equal(found.length, count, `${count} ${path} mail(s)`);
+      return found.map(([, url]) => url);
     }
-    assert.ok(Date.now() < deadline, `no ${path} mail to ${email} in ${MAIL_DIR}`);
+    assert.ok(Date.now() < deadline, `no ${count} ${path} mail(s) to ${email} in ${MAIL_DIR}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
+}
+
+async function mailedLink(path) {
+  return (await mailedLinks(path, 1))[0];
 }
 
 // --- the attacker: another origin on the same host (so same-site, and the
@@ -195,6 +202,14 @@ try {
   await signedIn(page);
   await shot(page, 'signed-up');
 
+  // The sign-up mailed a verification link; the page says the address is
+  // not verified yet and can mail another (which replaces the first).
+  await page.locator('#verify-notice').waitFor({ state: 'visible' });
+  await mailedLink('verify-email');
+  await page.click('#resend-verification');
+  await page.locator('#status').filter({ hasText: 'a new verification link has been sent' }).waitFor();
+  await shot(page, 'verification-mailed-again');
+
   // Nothing a script could steal: no web storage, and both cookies HttpOnly.
   const exposed = await page.evaluate(() => ({
     storage: localStorage.length + sessionStorage.length,
@@ -271,8 +286,12 @@ try {
   const verified = async () =>
     (await apiCall('GET', '/auth/me', { token: device.body.access_token })).body.user.email_verified;
   assert.equal(await verified(), false, 'not verified before the link is opened');
-  const verifyLink = await mailedLink('verify-email');
+  const [replacedLink, verifyLink] = await mailedLinks('verify-email', 2);
   assert.ok(verifyLink.startsWith(`${GW}/verify-email#token=`), verifyLink);
+  // The sign-up's own link was replaced by the one mailed again.
+  await page.goto(replacedLink);
+  await page.locator('#verify-result').filter({ hasText: 'was not verified' }).waitFor();
+  assert.equal(await verified(), false, 'a replaced link verifies nothing');
   await page.goto(verifyLink);
   await page.locator('#verify-result').filter({ hasText: 'Your email address is verified.' }).waitFor();
   await page.locator('#status').filter({ hasText: 'Email verified.' }).waitFor();
