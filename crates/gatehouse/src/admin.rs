@@ -23,6 +23,8 @@ use serde_json::{Value, json};
 
 use crate::config::Settings;
 
+/// Accounts are named by email; a positional email may start with `-`
+/// (valid in a local part), so each takes hyphen-led values as the email.
 #[derive(Subcommand)]
 pub enum UserCommand {
     /// Create an account; the password is read from the first line of stdin
@@ -43,26 +45,43 @@ pub enum UserCommand {
     },
     /// Show one account and its active sessions
     Show {
+        #[arg(allow_hyphen_values = true)]
         email: String,
         #[arg(long)]
         json: bool,
     },
     /// Disable an account: no login or refresh, every session revoked
-    Disable { email: String },
+    Disable {
+        #[arg(allow_hyphen_values = true)]
+        email: String,
+    },
     /// Enable a disabled account
-    Enable { email: String },
+    Enable {
+        #[arg(allow_hyphen_values = true)]
+        email: String,
+    },
     /// Delete an account (its email can register again) and revoke every session
-    Delete { email: String },
+    Delete {
+        #[arg(allow_hyphen_values = true)]
+        email: String,
+    },
     /// List an account's active sessions
     Sessions {
+        #[arg(allow_hyphen_values = true)]
         email: String,
         #[arg(long)]
         json: bool,
     },
     /// Revoke every session of an account
-    RevokeSessions { email: String },
+    RevokeSessions {
+        #[arg(allow_hyphen_values = true)]
+        email: String,
+    },
     /// Mark an account's email address verified (when the user cannot receive the mail)
-    VerifyEmail { email: String },
+    VerifyEmail {
+        #[arg(allow_hyphen_values = true)]
+        email: String,
+    },
 }
 
 /// `gatehouse audit` options.

@@ -345,6 +345,7 @@ mod tests {
     use clap::Parser as _;
 
     use super::{Cli, Command};
+    use crate::admin::UserCommand;
     use crate::keys::KeysCommand;
 
     /// Key ids are base64url thumbprints: about one in 64 starts with `-`,
@@ -359,5 +360,16 @@ mod tests {
             assert_eq!(kid, "-0aB_x");
             assert_eq!(force, args.len() == 5);
         }
+    }
+
+    /// The same for an email that starts with `-` (valid in a local part).
+    #[test]
+    fn an_email_starting_with_a_hyphen_is_still_an_email() {
+        let cli = Cli::try_parse_from(["gatehouse", "user", "show", "-ops@example.com", "--json"]).unwrap();
+        let Command::User(UserCommand::Show { email, json }) = cli.command else { panic!("not user show") };
+        assert_eq!((email.as_str(), json), ("-ops@example.com", true));
+        let cli = Cli::try_parse_from(["gatehouse", "user", "disable", "-ops@example.com"]).unwrap();
+        let Command::User(UserCommand::Disable { email }) = cli.command else { panic!("not user disable") };
+        assert_eq!(email, "-ops@example.com");
     }
 }
