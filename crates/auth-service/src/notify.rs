@@ -37,27 +37,7 @@ const ATTEMPTS: u32 = 8;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// What a notification is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotificationKind {
-    NewLogin,
-    PasswordChanged,
-    RefreshTokenReuse,
-    MfaEnabled,
-    MfaDisabled,
-}
-
-impl NotificationKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::NewLogin => "new_login",
-            Self::PasswordChanged => "password_changed",
-            Self::RefreshTokenReuse => "refresh_token_reuse",
-            Self::MfaEnabled => "mfa_enabled",
-            Self::MfaDisabled => "mfa_disabled",
-        }
-    }
-}
+pub use common_http::notification::NotificationKind;
 
 /// One notification to deliver.
 #[derive(Debug, Clone)]

@@ -15,7 +15,9 @@
 //! - [`tls`]: the server certificate (reloaded when its files change) and
 //!   the trust roots of TLS clients;
 //! - [`client`]: the pooled `http://`/`https://` client of calls between
-//!   Gatehouse processes.
+//!   Gatehouse processes;
+//! - [`notification`]: the kinds of security notification, shared by the
+//!   auth service that sends them and the notification service.
 
 pub mod client;
 pub mod client_ip;
@@ -23,6 +25,7 @@ pub mod cookies;
 pub mod error;
 pub mod json;
 pub mod metrics;
+pub mod notification;
 pub mod openapi;
 pub mod request_id;
 pub mod serve;

@@ -34,6 +34,7 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common_http::ApiError;
+pub use common_http::notification::NotificationKind;
 use db::{DatabaseTarget, PoolSettings, StoreError};
 use guard::{GatewayUser, GuardConfig, GuardLayer};
 use serde::Deserialize;
@@ -238,63 +239,42 @@ async fn mark_all_read(
     Ok(Json(json!({"message": "All notifications marked as read", "marked": marked})))
 }
 
-/// The kinds of security event a notification can be about, with the
-/// wording users see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NotificationKind {
-    NewLogin,
-    PasswordChanged,
-    RefreshTokenReuse,
-    MfaEnabled,
-    MfaDisabled,
+/// The title users see for a notification of `kind`.
+fn title_of(kind: NotificationKind) -> &'static str {
+    match kind {
+        NotificationKind::NewLogin => "New sign-in to your account",
+        NotificationKind::PasswordChanged => "Your password was changed",
+        NotificationKind::RefreshTokenReuse => "Suspicious activity on your account",
+        NotificationKind::MfaEnabled => "Two-factor sign-in turned on",
+        NotificationKind::MfaDisabled => "Two-factor sign-in turned off",
+    }
 }
 
-impl NotificationKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::NewLogin => "new_login",
-            Self::PasswordChanged => "password_changed",
-            Self::RefreshTokenReuse => "refresh_token_reuse",
-            Self::MfaEnabled => "mfa_enabled",
-            Self::MfaDisabled => "mfa_disabled",
+/// The text users see for a notification of `kind`, naming where the event
+/// came from when the sender knew.
+fn text_of(kind: NotificationKind, ip: Option<&str>, user_agent: Option<&str>) -> String {
+    let from = match (ip, user_agent) {
+        (Some(ip), Some(ua)) => format!(" from {ip} ({ua})"),
+        (Some(ip), None) => format!(" from {ip}"),
+        (None, Some(ua)) => format!(" ({ua})"),
+        (None, None) => String::new(),
+    };
+    match kind {
+        NotificationKind::NewLogin => {
+            format!("Someone signed in to your account{from}. If this wasn't you, change your password.")
         }
-    }
-
-    fn title(self) -> &'static str {
-        match self {
-            Self::NewLogin => "New sign-in to your account",
-            Self::PasswordChanged => "Your password was changed",
-            Self::RefreshTokenReuse => "Suspicious activity on your account",
-            Self::MfaEnabled => "Two-factor sign-in turned on",
-            Self::MfaDisabled => "Two-factor sign-in turned off",
+        NotificationKind::PasswordChanged => {
+            format!("Your password was changed{from} and your other sessions were signed out.")
         }
-    }
-
-    fn body(self, ip: Option<&str>, user_agent: Option<&str>) -> String {
-        let from = match (ip, user_agent) {
-            (Some(ip), Some(ua)) => format!(" from {ip} ({ua})"),
-            (Some(ip), None) => format!(" from {ip}"),
-            (None, Some(ua)) => format!(" ({ua})"),
-            (None, None) => String::new(),
-        };
-        match self {
-            Self::NewLogin => {
-                format!("Someone signed in to your account{from}. If this wasn't you, change your password.")
-            }
-            Self::PasswordChanged => {
-                format!("Your password was changed{from} and your other sessions were signed out.")
-            }
-            Self::RefreshTokenReuse => format!(
-                "A sign-in token of yours was used again after it had been replaced{from}, which can mean it \
-                 was stolen. That session was ended; sign in again and change your password."
-            ),
-            Self::MfaEnabled => format!("Two-factor sign-in was turned on for your account{from}."),
-            Self::MfaDisabled => format!(
-                "Two-factor sign-in was turned off for your account{from}. If this wasn't you, change your password \
-                 and turn it back on."
-            ),
-        }
+        NotificationKind::RefreshTokenReuse => format!(
+            "A sign-in token of yours was used again after it had been replaced{from}, which can mean it \
+             was stolen. That session was ended; sign in again and change your password."
+        ),
+        NotificationKind::MfaEnabled => format!("Two-factor sign-in was turned on for your account{from}."),
+        NotificationKind::MfaDisabled => format!(
+            "Two-factor sign-in was turned off for your account{from}. If this wasn't you, change your password \
+             and turn it back on."
+        ),
     }
 }
 
@@ -346,8 +326,8 @@ async fn deliver(
         notification_id: delivery.id.to_string(),
         user_id: delivery.user_id,
         kind: delivery.kind.as_str().to_owned(),
-        title: delivery.kind.title().to_owned(),
-        body: delivery.kind.body(ip.as_deref(), user_agent.as_deref()),
+        title: title_of(delivery.kind).to_owned(),
+        body: text_of(delivery.kind, ip.as_deref(), user_agent.as_deref()),
         ip,
         user_agent,
         created_at: delivery.occurred_at,
@@ -389,8 +369,8 @@ mod tests {
 
     #[test]
     fn wording_names_where_the_event_came_from() {
-        let body = NotificationKind::NewLogin.body(Some("203.0.113.9"), Some("curl/8"));
-        assert!(body.contains("203.0.113.9") && body.contains("curl/8"), "{body}");
-        assert!(!NotificationKind::PasswordChanged.body(None, None).contains("from"));
+        let text = text_of(NotificationKind::NewLogin, Some("203.0.113.9"), Some("curl/8"));
+        assert!(text.contains("203.0.113.9") && text.contains("curl/8"), "{text}");
+        assert!(!text_of(NotificationKind::PasswordChanged, None, None).contains("from"));
     }
 }
