@@ -171,6 +171,30 @@ pub async fn open_sqlite(options: SqliteConnectOptions, pool: PoolSettings) -> R
         .await?)
 }
 
+/// Applies a service's `migrator` (from `sqlx::migrate!`) to `pool`, with
+/// its history in the service's own `history_table`.
+///
+/// Services may share one database (the embedded SQLite file, or one
+/// PostgreSQL database): in sqlx's default history table, each service
+/// would find the others' migrations applied but unknown to it, and refuse
+/// to start.
+///
+/// # Errors
+/// [`StoreError`] when a migration fails or the database cannot be reached.
+pub async fn run_migrations<DB>(
+    mut migrator: sqlx::migrate::Migrator,
+    history_table: &'static str,
+    pool: &sqlx::Pool<DB>,
+) -> Result<(), StoreError>
+where
+    DB: sqlx::Database,
+    DB::Connection: sqlx::migrate::Migrate,
+{
+    migrator.dangerous_set_table_name(history_table);
+    migrator.run(pool).await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

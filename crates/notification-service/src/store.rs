@@ -85,11 +85,7 @@ macro_rules! impl_notification_store {
             }
 
             async fn migrate(&self) -> Result<(), StoreError> {
-                // Services may share one database: each keeps its own migration history.
-                let mut migrator = sqlx::migrate!($migrations);
-                migrator.dangerous_set_table_name("notification_service_migrations");
-                migrator.run(&self.0).await?;
-                Ok(())
+                db::run_migrations(sqlx::migrate!($migrations), "notification_service_migrations", &self.0).await
             }
 
             async fn ping(&self) -> Result<(), StoreError> {
