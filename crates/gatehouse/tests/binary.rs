@@ -9,7 +9,7 @@ use testkit::{DEFAULT_PASSWORD, TestDatabase, postgres_base_url, unique_email};
 
 mod support;
 
-use support::{Running, StackPorts, free_port, gatehouse, sigterm, wait_exit, wait_ready};
+use support::{Running, StackPorts, free_port, gatehouse, sign_up_and_in, sigterm, wait_exit, wait_ready};
 
 /// The README's curl walkthrough, against `gatehouse up` in an empty directory.
 #[tokio::test]
@@ -27,21 +27,7 @@ async fn up_serves_the_readme_walkthrough_and_stops_cleanly_on_sigterm() {
     let client = reqwest::Client::new();
     let email = unique_email("walk");
 
-    let r = client
-        .post(format!("{base}/auth/register"))
-        .json(&json!({"email": email, "password": DEFAULT_PASSWORD, "name": "Alice"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let r = client
-        .post(format!("{base}/auth/login"))
-        .json(&json!({"email": email, "password": DEFAULT_PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let login: Value = r.json().await.unwrap();
+    let login = sign_up_and_in(&client, &base, &base, &email).await;
     let at = login["access_token"].as_str().unwrap();
     let r = client.get(format!("{base}/auth/verify")).bearer_auth(at).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -226,22 +212,7 @@ async fn two_auth_processes_on_postgres_rotate_refresh_tokens_atomically() {
     wait_ready(&b).await;
     let client = reqwest::Client::new();
     let email = unique_email("procs");
-    let r = client
-        .post(format!("{a}/auth/register"))
-        .json(&json!({"email": email, "password": DEFAULT_PASSWORD, "name": "P"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let login: Value = client
-        .post(format!("{b}/auth/login"))
-        .json(&json!({"email": email, "password": DEFAULT_PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login = sign_up_and_in(&client, &a, &b, &email).await;
     let rt = login["refresh_token"].as_str().unwrap();
     let calls = (0..20).map(|i| {
         let base = if i % 2 == 0 { &a } else { &b };

@@ -19,11 +19,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use testkit::{DEFAULT_PASSWORD, TestDatabase, postgres_base_url, unique_email};
+use testkit::{TestDatabase, postgres_base_url, unique_email};
 use yaml_rust2::{Yaml, YamlLoader};
 
-use support::{BIN, Running, StackPorts, free_port, gatehouse, wait_ready};
+use support::{BIN, Running, StackPorts, free_port, gatehouse, sign_up_and_in, wait_ready};
 
 /// The image every gatehouse service of the compose file runs.
 const IMAGE: &str = "gatehouse:local";
@@ -1040,22 +1039,7 @@ async fn the_compose_environment_brings_up_a_working_stack() {
     wait_ready(&format!("http://127.0.0.1:{}", ports["gateway"])).await;
     let client = reqwest::Client::new();
     let email = unique_email("compose");
-    let r = client
-        .post(format!("{gw}/auth/register"))
-        .json(&json!({"email": email, "password": DEFAULT_PASSWORD, "name": "Compose"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let login: Value = client
-        .post(format!("{gw}/auth/login"))
-        .json(&json!({"email": email, "password": DEFAULT_PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login = sign_up_and_in(&client, &gw, &gw, &email).await;
     let token = login["access_token"].as_str().expect("an access token");
     for path in ["/users/profile", "/payments", "/notifications"] {
         let r = client.get(format!("{gw}{path}")).bearer_auth(token).send().await.unwrap();

@@ -5,8 +5,8 @@
 //! binary by the scale-out and fault suites.
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
-use testkit::{Backend, DEFAULT_PASSWORD, TestDatabase, postgres_base_url, unique_email};
+use serde_json::Value;
+use testkit::{Backend, TestDatabase, postgres_base_url, unique_email};
 use tokens::{Algorithm, SigningKey};
 
 use super::{Balanced, Running, free_port, gatehouse, haproxy, private_redis, private_redis_cluster, wait_ready};
@@ -192,24 +192,8 @@ impl Cluster {
     }
 
     pub async fn sign_in(&self) -> Value {
-        let email = unique_email("scale");
-        let r = self
-            .client
-            .post(self.via_lb("/api/v1/auth/register"))
-            .json(&json!({"email": email, "password": DEFAULT_PASSWORD, "name": "S"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED);
-        let r = self
-            .client
-            .post(self.via_lb("/api/v1/auth/login"))
-            .json(&json!({"email": email, "password": DEFAULT_PASSWORD}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        r.json().await.unwrap()
+        let api = self.via_lb("/api/v1");
+        super::sign_up_and_in(&self.client, &api, &api, &unique_email("scale")).await
     }
 
     pub async fn profile_status(&self, gateway: usize, login: &Value) -> StatusCode {

@@ -11,6 +11,26 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Registers `email` (with testkit's password) at `register_at` and logs it
+/// in at `login_at` — each the root of an auth API (`http://host:port` of an
+/// auth process, or a gateway's `…/api/v1`), possibly two instances; the
+/// login body.
+pub async fn sign_up_and_in(
+    client: &reqwest::Client,
+    register_at: &str,
+    login_at: &str,
+    email: &str,
+) -> serde_json::Value {
+    let password = testkit::DEFAULT_PASSWORD;
+    let body = serde_json::json!({"email": email, "password": password, "name": "Tester"});
+    let r = client.post(format!("{register_at}/auth/register")).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED, "register {email} at {register_at}");
+    let body = serde_json::json!({"email": email, "password": password});
+    let r = client.post(format!("{login_at}/auth/login")).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK, "log {email} in at {login_at}");
+    r.json().await.unwrap()
+}
+
 /// A child process killed on drop, so a failing test leaves nothing running.
 pub struct Running(pub Child);
 
