@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::cluster::{Cluster, Shape, cluster, env_refs, futures_join};
+use support::cluster::{Cluster, Shape, assert_every_account_logs_in, cluster, env_refs, futures_join};
 use support::{PrivatePostgres, Running, free_port, gatehouse, kill_hard, redis_on, signal, wait_exit, wait_ready};
 use testkit::DEFAULT_PASSWORD;
 
@@ -305,23 +305,7 @@ async fn postgres_restarted_under_registrations_loses_nothing_acknowledged() {
     assert!(total.unexpected.is_empty(), "answers other than 201 or a JSON 503: {:?}", total.unexpected);
     assert!(total.unavailable > 0, "the outage was seen by the load");
 
-    let login_url = format!("{base}/auth/login");
-    let checks: Vec<_> = total
-        .acknowledged
-        .chunks(total.acknowledged.len().div_ceil(8))
-        .map(|emails| {
-            let (client, url, emails) = (client.clone(), login_url.clone(), emails.to_vec());
-            tokio::spawn(async move {
-                for email in emails {
-                    let r = client.post(&url).json(&json!({"email": email, "password": DEFAULT_PASSWORD})).send().await;
-                    assert_eq!(r.unwrap().status(), StatusCode::OK, "{email} was acknowledged but cannot log in");
-                }
-            })
-        })
-        .collect();
-    for check in futures_join(checks).await {
-        check.unwrap();
-    }
+    assert_every_account_logs_in(&client, &format!("{base}/auth/login"), &total.acknowledged).await;
 }
 
 /// What a slow client saw: when the server closed on it, how many bytes of

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::cluster::{Cluster, Shape, cluster, futures_join};
+use support::cluster::{Cluster, Shape, assert_every_account_logs_in, cluster, futures_join};
 use support::kill_hard;
 use testkit::{DEFAULT_PASSWORD, unique_email};
 
@@ -36,14 +36,8 @@ async fn rate_limits_are_exact_across_gateways_on_a_redis_cluster() {
     let c = cluster(Shape { per_minute: 60, burst: 10, redis_cluster: true, ..Shape::default() }).await;
     rate_limits_are_exact(&c).await;
     for i in 0..30 {
-        let r = c
-            .client
-            .get(c.via_gateway(i % 3, "/api/v1/users/profile"))
-            .header("X-Forwarded-For", format!("203.0.113.{i}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "a new client is not limited");
+        let status = limited_get(&c, i, &format!("203.0.113.{i}")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "a new client is not limited");
     }
     let keys_per_node: Vec<usize> =
         c.redis_ports.iter().map(|port| redis_cli(*port, &["dbsize"]).parse().unwrap()).collect();
@@ -74,14 +68,8 @@ async fn a_redis_cluster_failover_costs_a_client_at_most_one_burst() {
     // Two clients whose buckets live on different primaries: one request
     // each creates the bucket, and each primary lists its own keys.
     let node_of = |ip: &str| {
-        primaries.iter().copied().find(|p| {
-            !std::process::Command::new("redis-cli")
-                .args(["-p", &p.to_string(), "--scan", "--pattern", &format!("*:{ip}}}")])
-                .output()
-                .unwrap()
-                .stdout
-                .is_empty()
-        })
+        let pattern = format!("*:{ip}}}");
+        primaries.iter().copied().find(|p| !redis_cli(*p, &["--scan", "--pattern", &pattern]).is_empty())
     };
     let started = Instant::now();
     let mut placed: Vec<(String, u16)> = Vec::new();
@@ -201,32 +189,13 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
 
 async fn rate_limits_are_exact(c: &Cluster) {
     let started = Instant::now();
-    let mut allowed = 0;
-    for i in 0..45 {
-        // One simulated client, named by X-Forwarded-For from a trusted hop.
-        let r = c
-            .client
-            .get(c.via_gateway(i % 3, "/api/v1/users/profile"))
-            .header("X-Forwarded-For", "198.51.100.77")
-            .send()
-            .await
-            .unwrap();
-        if r.status() != StatusCode::TOO_MANY_REQUESTS {
-            allowed += 1;
-        }
-    }
+    // One simulated client, spread over the three gateways.
+    let allowed = allowed_of(c, "198.51.100.77", 45).await;
     // GCRA: the burst at once, then one per second of elapsed time.
     let ceiling = 10 + started.elapsed().as_secs() as usize + 1;
     assert!((10..=ceiling).contains(&allowed), "allowed {allowed}, at most {ceiling}");
     // Another client has its own budget.
-    let r = c
-        .client
-        .get(c.via_gateway(0, "/api/v1/users/profile"))
-        .header("X-Forwarded-For", "198.51.100.78")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(limited_get(c, 0, "198.51.100.78").await, StatusCode::UNAUTHORIZED);
 }
 
 /// Logout, logout-all and account deletion reach every gateway within 5 s.
@@ -351,22 +320,7 @@ async fn killing_an_auth_instance_loses_no_acknowledged_registration() {
     stop.store(true, Ordering::Relaxed);
     let acknowledged: Vec<String> = futures_join(workers).await.into_iter().flat_map(|r| r.unwrap()).collect();
     assert!(acknowledged.len() > 20, "the load ran ({} registrations)", acknowledged.len());
-    let login_url = format!("http://127.0.0.1:{}/auth/login", c.auth_lb);
-    let checks: Vec<_> = acknowledged
-        .chunks(acknowledged.len().div_ceil(8))
-        .map(|emails| {
-            let (client, url, emails) = (c.client.clone(), login_url.clone(), emails.to_vec());
-            tokio::spawn(async move {
-                for email in emails {
-                    let r = client.post(&url).json(&json!({"email": email, "password": DEFAULT_PASSWORD})).send().await;
-                    assert_eq!(r.unwrap().status(), StatusCode::OK, "{email} was acknowledged but cannot log in");
-                }
-            })
-        })
-        .collect();
-    for check in futures_join(checks).await {
-        check.unwrap();
-    }
+    assert_every_account_logs_in(&c.client, &format!("http://127.0.0.1:{}/auth/login", c.auth_lb), &acknowledged).await;
     eprintln!(
         "{} registrations acknowledged, {} failed while an auth instance died",
         acknowledged.len(),

@@ -5,7 +5,7 @@
 //! binary by the scale-out and fault suites.
 
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 use testkit::{Backend, TestDatabase, postgres_base_url, unique_email};
 use tokens::{Algorithm, SigningKey};
 
@@ -204,6 +204,28 @@ impl Cluster {
             .await
             .unwrap()
             .status()
+    }
+}
+
+/// Every account in `emails` (registered with testkit's password) logs in
+/// at `login_url`: what "no acknowledged registration was lost" means.
+/// Eight clients in parallel, so a few hundred accounts take seconds.
+pub async fn assert_every_account_logs_in(client: &reqwest::Client, login_url: &str, emails: &[String]) {
+    let checks: Vec<_> = emails
+        .chunks(emails.len().div_ceil(8))
+        .map(|emails| {
+            let (client, url, emails) = (client.clone(), login_url.to_owned(), emails.to_vec());
+            tokio::spawn(async move {
+                for email in emails {
+                    let body = json!({"email": email, "password": testkit::DEFAULT_PASSWORD});
+                    let r = client.post(&url).json(&body).send().await;
+                    assert_eq!(r.unwrap().status(), StatusCode::OK, "{email} was acknowledged but cannot log in");
+                }
+            })
+        })
+        .collect();
+    for check in futures_join(checks).await {
+        check.unwrap();
     }
 }
 
