@@ -30,6 +30,7 @@ pub mod openapi;
 pub mod request_id;
 pub mod serve;
 pub mod tls;
+pub mod write_batching;
 
 pub use error::ApiError;
 pub use json::StrictJson;

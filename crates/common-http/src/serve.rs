@@ -46,7 +46,9 @@
 //! error that is about the listener rather than one connection (`EMFILE`,
 //! `ENFILE`, `ENOBUFS`…) is logged and retried after a short pause instead
 //! of ending the server. Accepted sockets get `TCP_NODELAY`: responses are
-//! written whole, so Nagle's algorithm would only add latency.
+//! written whole, so Nagle's algorithm would only add latency. Plain TCP
+//! connections write through [`crate::write_batching`], so a busy server's
+//! responses leave in bursts (one peer wake-up per burst, not per response).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -66,6 +68,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::error::{method_not_allowed, panic_response, route_not_found};
 use crate::request_id::assign_request_id;
 use crate::tls::ServerTls;
+use crate::write_batching::BatchedWrites;
 
 /// Where a service accepts connections: a bound TCP listener, serving plain
 /// HTTP, or HTTPS with a [`ServerTls`]. A bare [`TcpListener`] converts into
@@ -259,7 +262,7 @@ where
         });
         // Watched from the moment it is accepted, so a shutdown that starts
         // now still waits for this connection's request.
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(BatchedWrites::new(stream)), service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 // Header timeouts, resets, malformed requests: the client's

@@ -41,7 +41,9 @@
 //!
 //! Requests are sent in origin form (`GET /path?query HTTP/1.1`) with the
 //! `Host` the proxy set; the connector enforces the connect timeout and sets
-//! `TCP_NODELAY`.
+//! `TCP_NODELAY`. Plain `http://` connections write through
+//! [`common_http::write_batching`], as the server side does: requests to an
+//! upstream leave in bursts, so it is woken once per burst.
 //!
 //! An `https://` upstream gets TLS on each new connection (rustls, the
 //! server name from the target's host, the certificate checked against the
@@ -59,6 +61,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, Response, Uri};
 use bytes::Bytes;
+use common_http::write_batching::BatchedWrites;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::SendRequest;
@@ -250,7 +253,7 @@ impl UpstreamPool {
     async fn connect(&self) -> Result<Connection, UpstreamError> {
         let io = self.connector.clone().oneshot(self.target.clone()).await?;
         let Some(tls) = &self.tls else {
-            return start_connection(io).await;
+            return start_connection(TokioIo::new(BatchedWrites::new(io.into_inner()))).await;
         };
         let handshake = tls.connector.connect(tls.server_name.clone(), io.into_inner());
         let stream = tokio::time::timeout(tls.handshake_timeout, handshake)
