@@ -361,11 +361,17 @@ pub struct TestUsers {
 /// Spawns the user service on its own database of `backend`, trusting the
 /// gateway secrets of `auth` (as the gateway of [`test_gateway_config`] does).
 pub async fn spawn_users(auth: &TestApp, db: &TestDatabase) -> TestUsers {
+    spawn_users_calling(auth, db, auth.base_url.parse().unwrap()).await
+}
+
+/// [`spawn_users`] with its calls to the auth service sent to `auth_url`
+/// instead (somewhere that does not answer, say).
+pub async fn spawn_users_calling(auth: &TestApp, db: &TestDatabase, auth_url: axum::http::Uri) -> TestUsers {
     let config = user_service::UserServiceConfig {
         database: db.target.clone(),
         guard: guard::GuardConfig::new(auth.state.config.internal_secrets.clone(), guard::ReplayCache::memory()),
         metrics_allowed: common_http::metrics::loopback_only(),
-        auth_url: auth.base_url.parse().unwrap(),
+        auth_url,
         upstream_roots: std::sync::Arc::new(common_http::tls::public_roots()),
         internal_secrets: auth.state.config.internal_secrets.clone(),
     };

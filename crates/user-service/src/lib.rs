@@ -4,7 +4,9 @@
 //! valid gateway assertion, no handler (the seed accepted any request without
 //! a signature header and returned a hard-coded "John Doe"). The caller is
 //! the asserted [`GatewayUser`]; there is no way to name another user, so a
-//! user can only ever read or change their own profile.
+//! user can only ever read or change their own profile. A new profile takes
+//! the name given at sign-up, asked of the auth service (an internal call,
+//! signed as for deletion below; empty if it cannot answer, and settable).
 //!
 //! Deleting the account asks the auth service, over an internal call it
 //! authenticates (an assertion signed with `GATEWAY_SECRET`), to delete the
@@ -132,11 +134,22 @@ fn profile_gone() -> ApiError {
     ApiError::not_found("Profile not found").with_hint("The account was deleted")
 }
 
+/// The caller's profile, created on first use from the asserted identity
+/// and the name given at sign-up (asked of the auth service once, when the
+/// profile is created); 404 once the account is deleted.
+async fn profile_of(state: &UserState, user: &GatewayUser) -> Result<store::Profile, ApiError> {
+    if let Some(profile) = state.store.get(&user.id).await? {
+        return Ok(profile);
+    }
+    let name = name_from_auth_service(state, &user.id).await.unwrap_or_default();
+    state.store.get_or_create(&user.id, &user.email, &name, now()).await?.ok_or_else(profile_gone)
+}
+
 /// `GET /users/profile`: created on first use from the asserted identity.
 #[utoipa::path(get, path = "/users/profile", tag = "users",
     responses((status = 200, description = "The caller's profile", body = openapi::ProfileResponse)))]
 async fn get_profile(State(state): State<UserState>, user: GatewayUser) -> Result<impl IntoResponse, ApiError> {
-    let profile = state.store.get_or_create(&user.id, &user.email, now()).await?.ok_or_else(profile_gone)?;
+    let profile = profile_of(&state, &user).await?;
     Ok(Json(serde_json::json!({"user": profile})))
 }
 
@@ -189,7 +202,7 @@ async fn update_profile(
         check_text(b, "bio", MAX_BIO_CHARS, true)?;
     }
     // Make sure the row exists (first use may be a PUT).
-    state.store.get_or_create(&user.id, &user.email, now()).await?.ok_or_else(profile_gone)?;
+    profile_of(&state, &user).await?;
     let profile = state.store.update(&user.id, name, bio, now()).await?.ok_or_else(profile_gone)?;
     Ok(Json(serde_json::json!({
         "message": "Profile updated successfully",
@@ -212,34 +225,85 @@ async fn delete_account(State(state): State<UserState>, user: GatewayUser) -> Re
 }
 
 async fn delete_at_auth_service(state: &UserState, user_id: &str) -> Result<(), ApiError> {
-    let path = format!("/internal/users/{user_id}/delete");
+    let response = call_auth_service(state, http::Method::POST, &format!("/internal/users/{user_id}/delete")).await;
+    match response {
+        Ok(r) if r.status().is_success() || r.status() == StatusCode::NOT_FOUND => Ok(()),
+        Ok(r) => {
+            tracing::error!(status = r.status().as_u16(), "auth service refused the account deletion");
+            Err(ApiError::unavailable("auth service"))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "auth service unreachable for account deletion");
+            Err(ApiError::unavailable("auth service"))
+        }
+    }
+}
+
+/// The name the user gave at sign-up, from the auth service; `None` (logged)
+/// when it cannot say, so a profile is still created, with an empty name the
+/// user can set.
+async fn name_from_auth_service(state: &UserState, user_id: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct UserSummary {
+        name: String,
+    }
+    let response = match call_auth_service(state, http::Method::GET, &format!("/internal/users/{user_id}")).await {
+        Ok(r) if r.status().is_success() => r,
+        Ok(r) => {
+            tracing::warn!(status = r.status().as_u16(), "auth service did not return the user's name");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "auth service unreachable for the user's name");
+            return None;
+        }
+    };
+    let body = http_body_util::Limited::new(response.into_body(), 64 * 1024);
+    let parsed = tokio::time::timeout(AUTH_CALL_TIMEOUT, http_body_util::BodyExt::collect(body))
+        .await
+        .map_err(|_| "timed out".to_owned())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .and_then(|b| serde_json::from_slice::<UserSummary>(&b.to_bytes()).map_err(|e| e.to_string()));
+    match parsed {
+        Ok(summary) => Some(summary.name),
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable user summary from the auth service");
+            None
+        }
+    }
+}
+
+/// How long a call to the auth service may take.
+const AUTH_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `method path` on the auth service, signed as an internal call.
+async fn call_auth_service(
+    state: &UserState,
+    method: http::Method,
+    path: &str,
+) -> Result<http::Response<hyper::body::Incoming>, String> {
     let base = &state.config.auth_url;
     let uri = Uri::builder()
         .scheme(base.scheme_str().unwrap_or("http"))
         .authority(base.authority().map(|a| a.as_str()).unwrap_or_default())
-        .path_and_query(path.as_str())
+        .path_and_query(path)
         .build()
-        .map_err(|_| ApiError::bad_request("Invalid user id"))?;
+        .map_err(|e| format!("invalid auth service URL: {e}"))?;
     let request_id = uuid::Uuid::new_v4().to_string();
-    let mut request = Request::post(uri);
-    for (name, value) in
-        tokens::assertion::internal_call_headers("POST", &path, &state.config.internal_secrets, now(), &request_id)
-    {
+    let mut request = Request::builder().method(method.clone()).uri(uri);
+    for (name, value) in tokens::assertion::internal_call_headers(
+        method.as_str(),
+        path,
+        &state.config.internal_secrets,
+        now(),
+        &request_id,
+    ) {
         request = request.header(name, value);
     }
-    let request = request.body(Body::empty()).map_err(|e| ApiError::internal(&e))?;
-    let response = tokio::time::timeout(Duration::from_secs(5), state.client.request(request)).await;
-    match response {
-        Ok(Ok(r)) if r.status().is_success() || r.status() == StatusCode::NOT_FOUND => Ok(()),
-        Ok(Ok(r)) => {
-            tracing::error!(status = r.status().as_u16(), "auth service refused the account deletion");
-            Err(ApiError::unavailable("auth service"))
-        }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "auth service unreachable for account deletion");
-            Err(ApiError::unavailable("auth service"))
-        }
-        Err(_) => Err(ApiError::unavailable("auth service")),
+    let request = request.body(Body::empty()).map_err(|e| e.to_string())?;
+    match tokio::time::timeout(AUTH_CALL_TIMEOUT, state.client.request(request)).await {
+        Ok(response) => response.map_err(|e| e.to_string()),
+        Err(_) => Err("timed out".to_owned()),
     }
 }
 

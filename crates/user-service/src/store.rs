@@ -24,7 +24,15 @@ pub trait ProfileStore: Send + Sync + 'static {
     async fn close(&self);
     /// The caller's profile, created on first use from the asserted identity;
     /// `None` once the account was deleted.
-    async fn get_or_create(&self, user_id: &str, email: &str, now: i64) -> Result<Option<Profile>, StoreError>;
+    async fn get_or_create(
+        &self,
+        user_id: &str,
+        email: &str,
+        name: &str,
+        now: i64,
+    ) -> Result<Option<Profile>, StoreError>;
+    /// The profile, if there is one that is not deleted.
+    async fn get(&self, user_id: &str) -> Result<Option<Profile>, StoreError>;
     /// Sets the given fields; `None` when there is no (undeleted) profile.
     async fn update(
         &self,
@@ -63,16 +71,27 @@ macro_rules! impl_profile_store {
                 self.0.close().await;
             }
 
-            async fn get_or_create(&self, user_id: &str, email: &str, now: i64) -> Result<Option<Profile>, StoreError> {
+            async fn get_or_create(
+                &self,
+                user_id: &str,
+                email: &str,
+                name: &str,
+                now: i64,
+            ) -> Result<Option<Profile>, StoreError> {
                 sqlx::query(
-                    "insert into user_profile (user_id, email, created_at, updated_at) values ($1, $2, $3, $3) \
-                     on conflict (user_id) do nothing",
+                    "insert into user_profile (user_id, email, name, created_at, updated_at) \
+                     values ($1, $2, $3, $4, $4) on conflict (user_id) do nothing",
                 )
                 .bind(user_id)
                 .bind(email)
+                .bind(name)
                 .bind(now)
                 .execute(&self.0)
                 .await?;
+                self.get(user_id).await
+            }
+
+            async fn get(&self, user_id: &str) -> Result<Option<Profile>, StoreError> {
                 let q = format!("select {COLUMNS} from user_profile where user_id = $1 and deleted_at is null");
                 Ok(sqlx::query_as::<_, Profile>(sqlx::AssertSqlSafe(q)).bind(user_id).fetch_optional(&self.0).await?)
             }

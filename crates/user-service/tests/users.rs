@@ -5,14 +5,14 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use testkit::{
     Backend, DEFAULT_PASSWORD, TestDatabase, TestGateway, backend_tests, spawn_auth, spawn_gateway, spawn_users,
-    test_auth_config, test_gateway_config, unique_email,
+    spawn_users_calling, test_auth_config, test_gateway_config, unique_email,
 };
 
 struct Stack {
-    _auth: testkit::TestApp,
+    auth: testkit::TestApp,
     gateway: TestGateway,
     users_url: String,
-    _db: TestDatabase,
+    db: TestDatabase,
 }
 
 async fn stack(backend: Backend) -> Stack {
@@ -21,7 +21,7 @@ async fn stack(backend: Backend) -> Stack {
     // One database for both services, as `up` runs them.
     let users = spawn_users(&auth, &db).await;
     let gateway = spawn_gateway(test_gateway_config(&auth, &users.base_url)).await;
-    Stack { _auth: auth, gateway, users_url: users.base_url, _db: db }
+    Stack { auth, gateway, users_url: users.base_url, db }
 }
 
 impl Stack {
@@ -44,6 +44,7 @@ async fn the_profile_is_created_on_first_use_and_updates_persist(backend: Backen
     assert_eq!(body["user"]["email"], email);
     assert_eq!(body["user"]["id"], login["user"]["id"]);
     assert_eq!(body["user"]["bio"], "");
+    assert_eq!(body["user"]["name"], "Ada", "the profile starts with the name given at sign-up");
     let r = st
         .authed(reqwest::Method::PUT, "/api/v1/users/profile", &login)
         .json(&json!({"name": "Ada L.", "bio": "Engines"}))
@@ -70,7 +71,8 @@ async fn the_profile_is_created_on_first_use_and_updates_persist(backend: Backen
     let body: Value =
         st.authed(reqwest::Method::GET, "/api/v1/users/profile", &other).send().await.unwrap().json().await.unwrap();
     assert_eq!(body["user"]["id"], other["user"]["id"]);
-    assert_eq!(body["user"]["name"], "");
+    // Created with the name given at sign-up (testkit's `sign_up_and_in` says "Ada").
+    assert_eq!(body["user"]["name"], "Ada");
 }
 
 async fn invalid_profile_updates_are_refused(backend: Backend) {
@@ -133,6 +135,41 @@ async fn deleting_the_account_ends_it_everywhere(backend: Backend) {
     assert!(refused, "the old access token is refused at the gateway within 5 s");
 }
 
+/// When the auth service cannot say the sign-up name, the profile is still
+/// created (empty name, which the user can set) rather than failing.
+async fn a_profile_is_created_even_when_the_auth_service_cannot_name_the_user(backend: Backend) {
+    let st = stack(backend).await;
+    let (login, email) = st.login().await;
+    let user_id = login["user"]["id"].as_str().unwrap();
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let users = spawn_users_calling(&st.auth, &st.db, format!("http://{closed}").parse().unwrap()).await;
+    // Called the way the gateway calls it: an identity assertion signed with GATEWAY_SECRET.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let assertion = tokens::assertion::Assertion {
+        timestamp: now,
+        method: "GET",
+        path_and_query: "/users/profile",
+        request_id: &request_id,
+        user_id,
+        email: &email,
+    };
+    let r = reqwest::Client::new()
+        .get(format!("{}/users/profile", users.base_url))
+        .header("X-User-ID", user_id)
+        .header("X-User-Email", &email)
+        .header("X-Request-ID", &request_id)
+        .header("X-Gateway-Timestamp", now.to_string())
+        .header("X-Gateway-Signature", assertion.sign(&st.auth.state.config.internal_secrets))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!((body["user"]["id"].as_str(), body["user"]["name"].as_str()), (Some(user_id), Some("")));
+}
+
 async fn the_service_refuses_anything_the_gateway_did_not_sign(backend: Backend) {
     let st = stack(backend).await;
     let c = reqwest::Client::new();
@@ -191,4 +228,5 @@ backend_tests!(
     invalid_profile_updates_are_refused,
     deleting_the_account_ends_it_everywhere,
     the_service_refuses_anything_the_gateway_did_not_sign,
+    a_profile_is_created_even_when_the_auth_service_cannot_name_the_user,
 );

@@ -6,6 +6,9 @@
 //! authenticates the way the gateway authenticates to every service: an
 //! identity assertion (API.md's wire format) signed with `GATEWAY_SECRET`,
 //! here for the fixed identity [`INTERNAL_CALLER`].
+//!
+//! The user service calls `POST /internal/users/{id}/delete` to delete an
+//! account and `GET /internal/users/{id}` for the name given at sign-up.
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -60,6 +63,17 @@ fn authenticate_internal(state: &AppState, parts: &Parts) -> Result<(), ApiError
     })
 }
 
+fn user_not_found() -> ApiError {
+    ApiError::not_found("User not found")
+}
+
+/// An authenticated internal call about user `id`: its id, or 404 for an id
+/// that cannot be one.
+fn internal_call_about_user(state: &AppState, parts: &Parts, id: &str) -> Result<uuid::Uuid, ApiError> {
+    authenticate_internal(state, parts)?;
+    uuid::Uuid::parse_str(id).map_err(|_| user_not_found())
+}
+
 /// `POST /internal/users/{id}/delete`: the user service's account deletion.
 /// Soft-deletes the account (login then answers `Invalid credentials`, the
 /// email can register again) and revokes every session, so refresh fails at
@@ -69,12 +83,24 @@ pub async fn delete_user(
     parts: Parts,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authenticate_internal(&state, &parts)?;
-    let not_found = || ApiError::not_found("User not found");
-    let user_id = uuid::Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let user_id = internal_call_about_user(&state, &parts, &id)?;
     let client = crate::http::ClientInfo::default();
-    let revoked = crate::accounts::delete_account(&state, &client, user_id).await?.ok_or_else(not_found)?.len();
+    let revoked = crate::accounts::delete_account(&state, &client, user_id).await?.ok_or_else(user_not_found)?.len();
     Ok(Json(serde_json::json!({"message": "User deleted", "user_id": user_id, "revoked_sessions": revoked})))
+}
+
+/// `GET /internal/users/{id}`: who the user is, for the user service, which
+/// creates a profile on first use and fills its name from the one given at
+/// sign-up (the gateway's identity headers carry only the id and email).
+/// A deleted or unknown account is 404.
+pub async fn user_summary(
+    State(state): State<AppState>,
+    parts: Parts,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let user_id = internal_call_about_user(&state, &parts, &id)?;
+    let user = state.store.find_user(user_id).await?.ok_or_else(user_not_found)?;
+    Ok(Json(serde_json::json!({"user_id": user.user_id, "email": user.email, "name": user.name})))
 }
 
 /// `GET /internal/revocations?since=…`.

@@ -84,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/.well-known/jwks.json", get(jwks))
         .route("/internal/revocations", get(internal::revocation_feed))
         .route("/internal/users/{id}/delete", post(internal::delete_user))
+        .route("/internal/users/{id}", get(internal::user_summary))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))

@@ -107,42 +107,95 @@ backend_tests!(
     security_events_are_audited,
 );
 
+/// `GET path` signed as the gateway's internal caller with `secret`.
+async fn signed_internal_get(app: &testkit::TestApp, secret: tokens::Secret, path: &str) -> reqwest::Response {
+    use tokens::assertion::Assertion;
+    let now = app.state.now();
+    let rid = uuid::Uuid::new_v4().to_string();
+    let a = Assertion {
+        timestamp: now,
+        method: "GET",
+        path_and_query: path,
+        request_id: &rid,
+        user_id: "gatehouse-internal",
+        email: tokens::assertion::INTERNAL_EMAIL,
+    };
+    app.client
+        .get(app.url(path))
+        .header("X-Request-ID", rid.clone())
+        .header("X-Gateway-Timestamp", now.to_string())
+        .header("X-Gateway-Signature", a.sign(&[secret]))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// The revocation feed answers only a caller that signs with the gateway secret.
 #[tokio::test]
 async fn the_revocation_feed_needs_a_signed_internal_call() {
-    use tokens::assertion::Assertion;
     let (app, _db) = spawn_default_auth(Backend::Sqlite).await;
     let login = app.signed_in_user(&unique_email("feed")).await;
     app.post_json("/auth/logout", &json!({"refresh_token": login["refresh_token"]})).await;
     let sid = app.state.keys().verifier.verify(login["access_token"].as_str().unwrap()).unwrap().sid;
-    let call = |secret: tokens::Secret, path: &'static str| {
-        let now = app.state.now();
-        let rid = uuid::Uuid::new_v4().to_string();
-        let a = Assertion {
-            timestamp: now,
-            method: "GET",
-            path_and_query: path,
-            request_id: &rid,
-            user_id: "gatehouse-internal",
-            email: tokens::assertion::INTERNAL_EMAIL,
-        };
-        app.client
-            .get(app.url(path))
-            .header("X-Request-ID", rid.clone())
-            .header("X-Gateway-Timestamp", now.to_string())
-            .header("X-Gateway-Signature", a.sign(&[secret]))
-            .send()
-    };
     let unsigned = app.client.get(app.url("/internal/revocations?since=0")).send().await.unwrap();
     assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
-    let wrong = call(tokens::Secret::generate().unwrap(), "/internal/revocations?since=0").await.unwrap();
+    let wrong = signed_internal_get(&app, tokens::Secret::generate().unwrap(), "/internal/revocations?since=0").await;
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
     let secret = app.state.config.internal_secrets[0].clone();
-    let ok = call(secret.clone(), "/internal/revocations?since=0").await.unwrap();
+    let ok = signed_internal_get(&app, secret.clone(), "/internal/revocations?since=0").await;
     assert_eq!(ok.status(), StatusCode::OK);
     let body: Value = ok.json().await.unwrap();
     assert_eq!(body["revoked"][0]["session_id"], sid);
     assert_eq!(body["complete"], true);
-    let bad = call(secret, "/internal/revocations?since=yesterday").await.unwrap();
+    let bad = signed_internal_get(&app, secret, "/internal/revocations?since=yesterday").await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
+
+/// The user summary (the sign-up name, for the user service) answers only a
+/// signed internal call, and not for an unknown or deleted account.
+#[tokio::test]
+async fn the_user_summary_needs_a_signed_internal_call() {
+    let (app, _db) = spawn_default_auth(Backend::Sqlite).await;
+    let email = unique_email("summary");
+    let login = app.signed_in_user(&email).await;
+    let user_id = login["user"]["id"].as_str().unwrap().to_owned();
+    let path = format!("/internal/users/{user_id}");
+    let unsigned = app.client.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
+    let wrong = signed_internal_get(&app, tokens::Secret::generate().unwrap(), &path).await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let secret = app.state.config.internal_secrets[0].clone();
+    let ok = signed_internal_get(&app, secret.clone(), &path).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    let body: Value = ok.json().await.unwrap();
+    // testkit's `register` signs up as "Test User".
+    assert_eq!(body, json!({"user_id": user_id, "email": email, "name": "Test User"}));
+    let unknown = signed_internal_get(&app, secret.clone(), &format!("/internal/users/{}", uuid::Uuid::now_v7())).await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let garbage = signed_internal_get(&app, secret.clone(), "/internal/users/not-a-uuid").await;
+    assert_eq!(garbage.status(), StatusCode::NOT_FOUND);
+    // Deleted accounts are not described.
+    let delete = format!("/internal/users/{user_id}/delete");
+    let now = app.state.now();
+    let rid = uuid::Uuid::new_v4().to_string();
+    let assertion = tokens::assertion::Assertion {
+        timestamp: now,
+        method: "POST",
+        path_and_query: &delete,
+        request_id: &rid,
+        user_id: "gatehouse-internal",
+        email: tokens::assertion::INTERNAL_EMAIL,
+    };
+    let deleted = app
+        .client
+        .post(app.url(&delete))
+        .header("X-Request-ID", rid.clone())
+        .header("X-Gateway-Timestamp", now.to_string())
+        .header("X-Gateway-Signature", assertion.sign(std::slice::from_ref(&secret)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::OK);
+    let gone = signed_internal_get(&app, secret, &path).await;
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
 }
