@@ -25,9 +25,9 @@ use std::time::Duration;
 use axum::body::Body;
 use common_http::client::InternalClient;
 use common_http::tls::TlsError;
-use http::{Request, StatusCode, Uri};
+use http::{Method, StatusCode, Uri};
 use tokens::Secret;
-use tokens::assertion::{BODY_DIGEST_PARAM, body_digest, internal_call_headers};
+use tokens::assertion::{BODY_DIGEST_PARAM, body_digest};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
@@ -145,22 +145,14 @@ enum Failure {
 }
 
 async fn attempt_delivery(target: &Target, path: &str, body: &str) -> Result<(), Failure> {
-    let uri = Uri::builder()
-        .scheme(target.base.scheme_str().unwrap_or("http"))
-        .authority(target.base.authority().map(|a| a.as_str()).unwrap_or_default())
-        .path_and_query(path)
-        .build()
-        .map_err(|_| Failure::Refused(0))?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    // A fresh request id per attempt: the receiver refuses a replayed one.
-    let request_id = Uuid::new_v4().to_string();
-    let mut request = Request::post(uri).header("content-type", "application/json");
-    for (name, value) in internal_call_headers("POST", path, &target.secrets, now, &request_id) {
-        request = request.header(name, value);
-    }
-    let request = request.body(Body::from(body.to_owned())).map_err(|_| Failure::Refused(0))?;
+    // Signed afresh per attempt, with a new request id: the receiver refuses a replayed one.
+    let request = common_http::client::internal_request(&target.base, &Method::POST, path, &target.secrets, now)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_owned()))
+        .map_err(|_| Failure::Refused(0))?;
     match tokio::time::timeout(ATTEMPT_TIMEOUT, target.client.request(request)).await {
         Err(_) => Err(Failure::Transient("timeout")),
         Ok(Err(_)) => Err(Failure::Transient("unreachable")),

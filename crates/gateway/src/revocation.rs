@@ -19,12 +19,11 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Request, Uri};
+use axum::http::{Method, Uri};
 use dashmap::DashMap;
 use http_body_util::BodyExt as _;
 use serde::Deserialize;
 use tokens::Secret;
-use tokens::assertion::internal_call_headers;
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::HttpClient;
@@ -181,19 +180,9 @@ impl RevocationView {
     async fn fetch(&self, client: &HttpClient, since: i64) -> Result<FeedPage, String> {
         let base = &self.config.feed_url;
         let path_and_query = format!("{}?since={since}", base.path());
-        let request_id = uuid::Uuid::new_v4().to_string();
-        let headers = internal_call_headers("GET", &path_and_query, &self.secrets, now(), &request_id);
-        let uri = Uri::builder()
-            .scheme(base.scheme_str().unwrap_or("http"))
-            .authority(base.authority().map(|a| a.as_str()).unwrap_or_default())
-            .path_and_query(path_and_query.as_str())
-            .build()
+        let request = common_http::client::internal_request(base, &Method::GET, &path_and_query, &self.secrets, now())
+            .body(Body::empty())
             .map_err(|e| e.to_string())?;
-        let mut request = Request::get(uri);
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        let request = request.body(Body::empty()).map_err(|e| e.to_string())?;
         let response = tokio::time::timeout(Duration::from_secs(2), client.request(request))
             .await
             .map_err(|_| "timed out".to_owned())?

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{Request, StatusCode, Uri};
+use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -282,25 +282,11 @@ async fn call_auth_service(
     method: http::Method,
     path: &str,
 ) -> Result<http::Response<hyper::body::Incoming>, String> {
-    let base = &state.config.auth_url;
-    let uri = Uri::builder()
-        .scheme(base.scheme_str().unwrap_or("http"))
-        .authority(base.authority().map(|a| a.as_str()).unwrap_or_default())
-        .path_and_query(path)
-        .build()
-        .map_err(|e| format!("invalid auth service URL: {e}"))?;
-    let request_id = uuid::Uuid::new_v4().to_string();
-    let mut request = Request::builder().method(method.clone()).uri(uri);
-    for (name, value) in tokens::assertion::internal_call_headers(
-        method.as_str(),
-        path,
-        &state.config.internal_secrets,
-        now(),
-        &request_id,
-    ) {
-        request = request.header(name, value);
-    }
-    let request = request.body(Body::empty()).map_err(|e| e.to_string())?;
+    let config = &state.config;
+    let request =
+        common_http::client::internal_request(&config.auth_url, &method, path, &config.internal_secrets, now())
+            .body(Body::empty())
+            .map_err(|e| format!("invalid auth service request: {e}"))?;
     match tokio::time::timeout(AUTH_CALL_TIMEOUT, state.client.request(request)).await {
         Ok(response) => response.map_err(|e| e.to_string()),
         Err(_) => Err("timed out".to_owned()),
