@@ -56,11 +56,6 @@ impl<S> BatchedWrites<S> {
         Self { inner, yielded: false }
     }
 
-    /// The wrapped stream.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
     /// Yields once per message: wakes the task (to the back of the run
     /// queue, as tokio schedules a task that woke itself while polled) and
     /// reports `Pending`.

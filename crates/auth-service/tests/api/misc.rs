@@ -107,27 +107,25 @@ backend_tests!(
     security_events_are_audited,
 );
 
-/// `GET path` signed as the gateway's internal caller with `secret`.
-async fn signed_internal_get(app: &testkit::TestApp, secret: tokens::Secret, path: &str) -> reqwest::Response {
-    use tokens::assertion::Assertion;
-    let now = app.state.now();
+/// `method path` signed as the gateway's internal caller with `secret`.
+async fn signed_internal_call(
+    app: &testkit::TestApp,
+    method: reqwest::Method,
+    secret: tokens::Secret,
+    path: &str,
+) -> reqwest::Response {
     let rid = uuid::Uuid::new_v4().to_string();
-    let a = Assertion {
-        timestamp: now,
-        method: "GET",
-        path_and_query: path,
-        request_id: &rid,
-        user_id: "gatehouse-internal",
-        email: tokens::assertion::INTERNAL_EMAIL,
-    };
-    app.client
-        .get(app.url(path))
-        .header("X-Request-ID", rid.clone())
-        .header("X-Gateway-Timestamp", now.to_string())
-        .header("X-Gateway-Signature", a.sign(&[secret]))
-        .send()
-        .await
-        .unwrap()
+    let headers = tokens::assertion::internal_call_headers(method.as_str(), path, &[secret], app.state.now(), &rid);
+    let mut request = app.client.request(method, app.url(path));
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    request.send().await.unwrap()
+}
+
+/// [`signed_internal_call`] for a `GET`.
+async fn signed_internal_get(app: &testkit::TestApp, secret: tokens::Secret, path: &str) -> reqwest::Response {
+    signed_internal_call(app, reqwest::Method::GET, secret, path).await
 }
 
 /// The revocation feed answers only a caller that signs with the gateway secret.
@@ -176,25 +174,7 @@ async fn the_user_summary_needs_a_signed_internal_call() {
     assert_eq!(garbage.status(), StatusCode::NOT_FOUND);
     // Deleted accounts are not described.
     let delete = format!("/internal/users/{user_id}/delete");
-    let now = app.state.now();
-    let rid = uuid::Uuid::new_v4().to_string();
-    let assertion = tokens::assertion::Assertion {
-        timestamp: now,
-        method: "POST",
-        path_and_query: &delete,
-        request_id: &rid,
-        user_id: "gatehouse-internal",
-        email: tokens::assertion::INTERNAL_EMAIL,
-    };
-    let deleted = app
-        .client
-        .post(app.url(&delete))
-        .header("X-Request-ID", rid.clone())
-        .header("X-Gateway-Timestamp", now.to_string())
-        .header("X-Gateway-Signature", assertion.sign(std::slice::from_ref(&secret)))
-        .send()
-        .await
-        .unwrap();
+    let deleted = signed_internal_call(&app, reqwest::Method::POST, secret.clone(), &delete).await;
     assert_eq!(deleted.status(), StatusCode::OK);
     let gone = signed_internal_get(&app, secret, &path).await;
     assert_eq!(gone.status(), StatusCode::NOT_FOUND);
