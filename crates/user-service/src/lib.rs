@@ -232,7 +232,8 @@ async fn delete_at_auth_service(state: &UserState, user_id: &str) -> Result<(), 
             tracing::error!(status = r.status().as_u16(), "auth service refused the account deletion");
             Err(ApiError::unavailable("auth service"))
         }
-        Err(e) => {
+        Err(AuthCallError::Request(_)) => Err(ApiError::bad_request("Invalid user id")),
+        Err(AuthCallError::Unreachable(e)) => {
             tracing::error!(error = %e, "auth service unreachable for account deletion");
             Err(ApiError::unavailable("auth service"))
         }
@@ -253,8 +254,8 @@ async fn name_from_auth_service(state: &UserState, user_id: &str) -> Option<Stri
             tracing::warn!(status = r.status().as_u16(), "auth service did not return the user's name");
             return None;
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "auth service unreachable for the user's name");
+        Err(AuthCallError::Request(e) | AuthCallError::Unreachable(e)) => {
+            tracing::warn!(error = %e, "could not ask the auth service for the user's name");
             return None;
         }
     };
@@ -276,20 +277,28 @@ async fn name_from_auth_service(state: &UserState, user_id: &str) -> Option<Stri
 /// How long a call to the auth service may take.
 const AUTH_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Why a call to the auth service got no response.
+enum AuthCallError {
+    /// No request could be made of the path (a user id that makes no URI).
+    Request(String),
+    /// Sent, but no answer: unreachable, refused, or timed out.
+    Unreachable(String),
+}
+
 /// `method path` on the auth service, signed as an internal call.
 async fn call_auth_service(
     state: &UserState,
     method: http::Method,
     path: &str,
-) -> Result<http::Response<hyper::body::Incoming>, String> {
+) -> Result<http::Response<hyper::body::Incoming>, AuthCallError> {
     let config = &state.config;
     let request =
         common_http::client::internal_request(&config.auth_url, &method, path, &config.internal_secrets, now())
             .body(Body::empty())
-            .map_err(|e| format!("invalid auth service request: {e}"))?;
+            .map_err(|e| AuthCallError::Request(e.to_string()))?;
     match tokio::time::timeout(AUTH_CALL_TIMEOUT, state.client.request(request)).await {
-        Ok(response) => response.map_err(|e| e.to_string()),
-        Err(_) => Err("timed out".to_owned()),
+        Ok(response) => response.map_err(|e| AuthCallError::Unreachable(e.to_string())),
+        Err(_) => Err(AuthCallError::Unreachable("timed out".to_owned())),
     }
 }
 
