@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod docs;
 pub mod edge;
+pub mod http1;
 pub mod keys;
 pub mod metrics;
 pub mod path;

@@ -173,11 +173,12 @@ impl UpstreamErrorKind {
         }
     }
 
-    /// The kind of an error from an upstream pool's `send`: the pool's own
-    /// request errors are hyper's; anything else came from the connector,
-    /// before a connection existed.
-    pub fn of(error: &(dyn std::error::Error + 'static)) -> Self {
-        if error.is::<hyper::Error>() { Self::Other } else { Self::Connect }
+    /// The kind of an error from an upstream pool's `send`.
+    pub fn of(error: &crate::upstream::UpstreamError) -> Self {
+        match error {
+            crate::upstream::UpstreamError::Connect(_) => Self::Connect,
+            _ => Self::Other,
+        }
     }
 }
 
@@ -703,8 +704,12 @@ mod tests {
     }
 
     #[test]
-    fn connector_failures_are_connect_errors() {
+    fn connector_failures_are_connect_errors_and_the_rest_other() {
+        use crate::upstream::UpstreamError;
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        assert_eq!(UpstreamErrorKind::of(&refused), UpstreamErrorKind::Connect);
+        assert_eq!(UpstreamErrorKind::of(&UpstreamError::Connect(refused.into())), UpstreamErrorKind::Connect);
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(UpstreamErrorKind::of(&UpstreamError::Io(reset)), UpstreamErrorKind::Other);
+        assert_eq!(UpstreamErrorKind::of(&UpstreamError::Closed), UpstreamErrorKind::Other);
     }
 }

@@ -481,15 +481,15 @@ async fn send_upstream(
             tracing::warn!(request_id = %ctx.request_id, upstream = %plan.route.name, "upstream timed out");
             Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, "Upstream timeout").into_response())
         }
-        Ok(Err(e)) if is_body_limit(&*e) => {
+        Ok(Err(e)) if is_body_limit(&e) => {
             Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large").into_response())
         }
         Ok(Err(e)) => {
-            count_failure(UpstreamErrorKind::of(&*e));
+            count_failure(UpstreamErrorKind::of(&e));
             tracing::warn!(
                 request_id = %ctx.request_id,
                 upstream = %plan.route.name,
-                error = %error_chain(&*e),
+                error = %error_chain(&e),
                 "upstream unavailable"
             );
             Err(ApiError::new(StatusCode::BAD_GATEWAY, "Service unavailable").into_response())

@@ -1,15 +1,12 @@
 //! Keep-alive HTTP/1.1 connections to one upstream, for the proxy.
 //!
-//! hyper-util's pooled client (`proxy::HttpClient`, still used for the
-//! JWKS and the revocation feed) does more per request than the proxy
-//! needs: it builds a connect future even when an idle connection is
-//! waiting, keys its pool by scheme and authority on every call, rewrites
-//! the URI to origin form, and, for every HTTP/1 response with a body,
-//! spawns a task whose only job is to wait until the connection can take
-//! another request and then put it back. Profiled, that was the largest
-//! share of the proxy's own CPU time after the kernel's.
-//!
-//! This pool is the minimum the proxy needs, on hyper's connection API:
+//! Each proxied request borrows one connection, writes its head (and body)
+//! with [`crate::http1`], reads the response head, and hands the caller a
+//! response whose body reads straight from that connection. There is no
+//! connection task and no channel: the I/O happens in the gateway's own
+//! request task, so a proxied request costs no cross-task wake-up.
+//! (hyper-util's pooled client, `proxy::HttpClient`, is still what the
+//! gateway's own calls use: the JWKS, the revocation feed.)
 //!
 //! - Idle connections wait on a stack (the most recently used is reused
 //!   first, so the set of busy connections stays small and warm); at most
@@ -17,27 +14,25 @@
 //!   reused, and is closed when the pool is next touched or swept
 //!   ([`UpstreamPool::close_expired`], every [`SWEEP_INTERVAL`] while the
 //!   gateway serves), so a quiet gateway does not hold connections open.
-//! - A connection has no task of its own: hyper's connection state machine
-//!   (the part that reads and writes the socket) is polled by whoever holds
-//!   the connection, inside the gateway's own request task: while sending
-//!   the request and waiting for the head ([`UpstreamPool::send`]), then
-//!   while the response body is read ([`UpstreamBody`]). A spawned
-//!   connection task, as hyper's examples have, costs two cross-task
-//!   wake-ups and two more task polls per request (the request handed to
-//!   it, the response handed back). (Measured only together with the other
-//!   changes of the same pass: see the README's Performance section.)
-//!   An idle connection is polled by nobody:
-//!   the next holder finds out, at checkout, whether the upstream closed it.
-//! - A response's connection goes back to the pool when its body has been
-//!   read to the end ([`UpstreamBody`]). It may not have finished the
-//!   response on its side yet; whoever takes it next waits for it to be
-//!   ready (a connection the upstream closed is dropped then).
-//! - A request that a pooled connection gives back unsent (the upstream
-//!   closed it just as it was picked: the keep-alive race) is sent again,
-//!   on another pooled connection or a new one, as hyper-util's client does;
-//!   a request that may have been sent is never retried.
+//! - A connection goes back to the pool when its response body has been
+//!   read to the end, if the response allows it (HTTP/1.1 without
+//!   `Connection: close`, a body with a known end) and the upstream sent
+//!   nothing after it.
+//! - At checkout, a pooled connection is probed with a read that must not
+//!   be ready: one that is (the upstream closed it, or sent bytes nobody
+//!   asked for) is dropped and the next one tried.
+//! - The keep-alive race (the upstream closes a connection just as a request
+//!   goes out on it) shows as a connection that fails before any byte of a
+//!   response: a request without a body and with an idempotent method
+//!   (RFC 9110 §9.2.2) is then sent again on another connection, as RFC 9112
+//!   §9.3.1 allows; any other request gets the error (502).
 //! - A body not read to the end (client gone, upstream error, timeout)
-//!   leaves its connection unusable; it is closed, never pooled.
+//!   leaves its connection mid-message; it is closed, never pooled.
+//! - A request body is written before the response is read. An upstream
+//!   that answers early (a 413 before the body is in) and closes makes the
+//!   write fail: the client gets a 502, not the upstream's answer. The
+//!   gateway caps bodies itself before they reach an upstream, so this only
+//!   matters for an upstream with a lower cap than the gateway's.
 //!
 //! Requests are sent in origin form (`GET /path?query HTTP/1.1`) with the
 //! `Host` the proxy set; the connector enforces the connect timeout and sets
@@ -52,23 +47,24 @@
 //! same per request either way.
 
 use std::collections::VecDeque;
-use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{Request, Response, Uri};
-use bytes::Bytes;
+use axum::http::header::{self, HeaderValue};
+use axum::http::{Method, Request, Response, Uri};
+use bytes::{Bytes, BytesMut};
 use common_http::write_batching::BatchedWrites;
-use hyper::body::{Body as _, Frame, Incoming, SizeHint};
-use hyper::client::conn::TrySendError;
-use hyper::client::conn::http1::SendRequest;
+use hyper::body::{Body as _, Frame, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tower::ServiceExt as _;
+
+use crate::http1::{self, BodyFraming, ChunkedDecoder, Decoded, ProtocolError, RequestFraming, ResponseHead};
 
 /// Idle connections kept per upstream.
 pub const MAX_IDLE: usize = 256;
@@ -84,71 +80,203 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// Pooled connections tried for one request before a new one is opened.
 const MAX_REUSE_ATTEMPTS: usize = 8;
+/// Read buffer space made available before each read.
+const READ_SPACE: usize = 16 * 1024;
+/// Request body bytes gathered before they are written.
+const WRITE_BATCH: usize = 64 * 1024;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a request could not be sent or answered.
-pub type UpstreamError = Box<dyn std::error::Error + Send + Sync>;
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection: refused, unreachable, DNS or TLS handshake failure.
+    #[error("connecting to the upstream failed")]
+    Connect(#[source] BoxError),
+    /// The client's body failed on its way through (including the gateway's cap).
+    #[error("reading the request body failed")]
+    RequestBody(#[source] BoxError),
+    #[error("the request body did not match its Content-Length")]
+    RequestBodyLength,
+    #[error("the upstream connection failed")]
+    Io(#[from] io::Error),
+    #[error("the upstream closed the connection before the response was complete")]
+    Closed,
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+}
+
+/// What the stream of a connection can be: plain TCP or TLS.
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
 struct Idle {
     connection: Connection,
     since: Instant,
 }
 
-/// hyper's state machine for one connection: it writes requests, reads
-/// responses and feeds their bodies, whenever it is polled.
-type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
-
-/// One upstream connection: the handle requests go through and the state
-/// machine doing its I/O, polled by the request holding the connection.
+/// One upstream connection and the bytes read from it not yet used.
 struct Connection {
-    sender: SendRequest<Body>,
-    /// `None` once it has finished: the socket is closed.
-    driver: Option<Driver>,
+    stream: Box<dyn Stream>,
+    read_buf: BytesMut,
+}
+
+/// How an exchange on a connection failed.
+enum ExchangeError {
+    /// Before any byte of a response arrived: a pooled connection that the
+    /// upstream had closed looks like this.
+    NoResponse(UpstreamError),
+    /// Anything else.
+    Failed(UpstreamError),
+}
+
+impl From<ExchangeError> for UpstreamError {
+    fn from(e: ExchangeError) -> Self {
+        match e {
+            ExchangeError::NoResponse(e) | ExchangeError::Failed(e) => e,
+        }
+    }
+}
+
+/// A request body on its way out, and how it is framed.
+struct OutgoingBody<'a> {
+    body: &'a mut Body,
+    framing: RequestFraming,
 }
 
 impl Connection {
-    /// Lets the connection do what I/O it can (registering `cx` for more).
-    /// Once it has finished, it is dropped: the socket closes, and a request
-    /// still queued on it is handed back unsent.
-    fn drive(&mut self, cx: &mut Context<'_>) {
-        if let Some(driver) = &mut self.driver
-            && let Poll::Ready(result) = driver.as_mut().poll(cx)
-        {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
+    fn new(stream: impl Stream + 'static) -> Self {
+        Self { stream: Box::new(stream), read_buf: BytesMut::new() }
+    }
+
+    /// Whether an idle connection can take a request: nothing may be ready
+    /// to read on it (not the end of the stream, not stray bytes).
+    fn is_reusable(&mut self) -> bool {
+        if !self.read_buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut probe = [0u8; 1];
+        let mut probe = ReadBuf::new(&mut probe);
+        Pin::new(&mut self.stream).poll_read(&mut cx, &mut probe).is_pending()
+    }
+
+    /// Reads more bytes into the buffer; `Ok(0)` at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.read_buf.capacity() - self.read_buf.len() < READ_SPACE / 4 {
+            self.read_buf.reserve(READ_SPACE);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read_buf)
+    }
+
+    /// Writes the request (`head`, then `body` if there is one) and reads
+    /// the response head.
+    async fn exchange(
+        &mut self,
+        head: &[u8],
+        body: Option<OutgoingBody<'_>>,
+        method: &Method,
+    ) -> Result<ResponseHead, ExchangeError> {
+        match body {
+            None => self.write(head).await.map_err(|e| ExchangeError::NoResponse(e.into()))?,
+            Some(body) => self.write_with_body(head, body).await.map_err(ExchangeError::Failed)?,
+        }
+        let mut received = false;
+        loop {
+            if !self.read_buf.is_empty() {
+                received = true;
+                if let Some(head) = http1::parse_response_head(&mut self.read_buf, method)
+                    .map_err(|e| ExchangeError::Failed(e.into()))?
+                {
+                    return Ok(head);
+                }
             }
-            self.driver = None;
+            let read = std::future::poll_fn(|cx| self.poll_fill(cx)).await;
+            let error = match read {
+                Ok(0) => UpstreamError::Closed,
+                Ok(_) => continue,
+                Err(e) => e.into(),
+            };
+            return Err(if received { ExchangeError::Failed(error) } else { ExchangeError::NoResponse(error) });
         }
     }
 
-    fn is_open(&self) -> bool {
-        self.driver.is_some() && !self.sender.is_closed()
+    async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
     }
 
-    /// Waits until the connection can take a request; an error once it has closed.
-    async fn ready(&mut self) -> hyper::Result<()> {
-        std::future::poll_fn(|cx| {
-            self.drive(cx);
-            self.sender.poll_ready(cx)
-        })
-        .await
+    /// Writes `head` and the body, gathering what is ready into one write.
+    async fn write_with_body(&mut self, head: &[u8], outgoing: OutgoingBody<'_>) -> Result<(), UpstreamError> {
+        let OutgoingBody { body, framing } = outgoing;
+        let mut out = Vec::with_capacity(head.len() + 4096);
+        out.extend_from_slice(head);
+        let mut sent: u64 = 0;
+        loop {
+            // What the body has ready now is sent with what came before;
+            // before waiting for more, what is gathered goes out.
+            let frame = match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    if !out.is_empty() {
+                        self.write(&out).await?;
+                        out.clear();
+                    }
+                    std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
+                }
+            };
+            let Some(frame) = frame else { break };
+            let frame = frame.map_err(|e| UpstreamError::RequestBody(e.into()))?;
+            // Trailers are hop-by-hop for the gateway: not forwarded.
+            let Ok(data) = frame.into_data() else { continue };
+            if data.is_empty() {
+                continue;
+            }
+            sent += data.len() as u64;
+            match framing {
+                RequestFraming::Chunked => http1::encode_chunk(&mut out, &data),
+                RequestFraming::Length(n) if sent <= n => out.extend_from_slice(&data),
+                RequestFraming::Length(_) | RequestFraming::Empty { .. } => {
+                    return Err(UpstreamError::RequestBodyLength);
+                }
+            }
+            if out.len() >= WRITE_BATCH {
+                self.write(&out).await?;
+                out.clear();
+            }
+        }
+        match framing {
+            RequestFraming::Chunked => out.extend_from_slice(http1::LAST_CHUNK),
+            RequestFraming::Length(n) if sent != n => return Err(UpstreamError::RequestBodyLength),
+            RequestFraming::Length(_) | RequestFraming::Empty { .. } => {}
+        }
+        self.write(&out).await?;
+        Ok(())
     }
+}
 
-    /// Sends `request` and waits for the response head, driving the I/O.
-    async fn send(&mut self, request: Request<Body>) -> Result<Response<Incoming>, TrySendError<Request<Body>>> {
-        let mut response = std::pin::pin!(self.sender.try_send_request(request));
-        std::future::poll_fn(|cx| {
-            // The I/O first, so a response it reads is ready in this same poll.
-            self.drive(cx);
-            response.as_mut().poll(cx)
-        })
-        .await
+/// How `body` goes out, from what the server side knows of it.
+fn request_framing(headers: &axum::http::HeaderMap, body: &Body) -> RequestFraming {
+    if body.is_end_stream() {
+        return RequestFraming::Empty { declared_zero: headers.contains_key(header::CONTENT_LENGTH) };
     }
+    match body.size_hint().exact() {
+        Some(n) => RequestFraming::Length(n),
+        None => RequestFraming::Chunked,
+    }
+}
+
+/// RFC 9110 §9.2.2: repeating the request has the effect of sending it once.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
 /// The connections to one upstream (`scheme://host:port`).
 pub struct UpstreamPool {
     /// What the connector dials.
     target: Uri,
+    /// `Host` for a request that has none: the target's authority.
+    default_host: HeaderValue,
     connector: HttpConnector,
     /// For an `https` target: how each new connection is secured.
     tls: Option<UpstreamTls>,
@@ -177,15 +305,16 @@ impl UpstreamPool {
     /// `https` target.
     ///
     /// # Errors
-    /// An `https` target whose host cannot be a TLS server name.
-    pub fn new(
-        target: Uri,
-        connect_timeout: Duration,
-        tls: &Arc<rustls::ClientConfig>,
-    ) -> Result<Arc<Self>, UpstreamError> {
+    /// A target without a host, or an `https` target whose host cannot be a
+    /// TLS server name.
+    pub fn new(target: Uri, connect_timeout: Duration, tls: &Arc<rustls::ClientConfig>) -> Result<Arc<Self>, BoxError> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
+        let default_host = target
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .ok_or_else(|| format!("{target}: no host"))?;
         let tls = match target.scheme_str() {
             Some("https") => {
                 // The connector checks the scheme; TLS is added on top here.
@@ -201,7 +330,7 @@ impl UpstreamPool {
                 None
             }
         };
-        Ok(Arc::new(Self { target, connector, tls, idle: Mutex::new(VecDeque::new()) }))
+        Ok(Arc::new(Self { target, default_host, connector, tls, idle: Mutex::new(VecDeque::new()) }))
     }
 
     /// The upstream this pool dials.
@@ -219,67 +348,77 @@ impl UpstreamPool {
     /// once the body has been read.
     ///
     /// # Errors
-    /// The connect, write or read error; the request may have reached the
-    /// upstream unless the connection failed before it was written.
-    pub async fn send(self: &Arc<Self>, mut request: Request<Body>) -> Result<Response<UpstreamBody>, UpstreamError> {
+    /// The connect, write or read error, or a response that cannot be framed
+    /// safely; the request may have reached the upstream unless connecting
+    /// failed.
+    pub async fn send(self: &Arc<Self>, request: Request<Body>) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let (parts, mut body) = request.into_parts();
+        let framing = request_framing(&parts.headers, &body);
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut head = Vec::with_capacity(1024);
+        http1::encode_request_head(&mut head, &parts.method, target, &parts.headers, &self.default_host, framing);
+        let has_body = !matches!(framing, RequestFraming::Empty { .. });
+        let replayable = !has_body && is_idempotent(&parts.method);
         for _ in 0..MAX_REUSE_ATTEMPTS {
             let Some(mut connection) = self.checkout() else {
                 break;
             };
-            if connection.ready().await.is_err() {
-                // Closed since it was returned: try the next one.
-                continue;
-            }
-            match connection.send(request).await {
+            match connection.exchange(&head, has_body.then_some(OutgoingBody { body: &mut body, framing }), &parts.method).await {
                 Ok(response) => return Ok(self.lease(response, connection)),
-                Err(mut error) => match error.take_message() {
-                    // Never written: the keep-alive race; safe to send again.
-                    Some(unsent) => request = unsent,
-                    None => return Err(error.into_error().into()),
-                },
+                // The keep-alive race: safe to send again.
+                Err(ExchangeError::NoResponse(_)) if replayable => {}
+                Err(e) => return Err(e.into()),
             }
         }
         let mut connection = self.connect().await?;
-        connection.ready().await?;
-        let response = connection.send(request).await.map_err(TrySendError::into_error)?;
+        let response = connection.exchange(&head, has_body.then_some(OutgoingBody { body: &mut body, framing }), &parts.method).await?;
         Ok(self.lease(response, connection))
     }
 
-    fn lease(self: &Arc<Self>, response: Response<Incoming>, connection: Connection) -> Response<UpstreamBody> {
-        let lease = Lease { connection, pool: Arc::clone(self) };
-        response.map(|body| UpstreamBody { body, lease: Some(lease) })
+    fn lease(self: &Arc<Self>, head: ResponseHead, connection: Connection) -> Response<UpstreamBody> {
+        let state = match head.framing {
+            BodyFraming::Empty => BodyState::Length(0),
+            BodyFraming::Length(n) => BodyState::Length(n),
+            BodyFraming::Chunked => BodyState::Chunked(ChunkedDecoder::default()),
+            BodyFraming::UntilClose => BodyState::UntilClose,
+        };
+        let lease = Lease { connection, pool: Arc::clone(self), keep_alive: head.keep_alive };
+        let mut body = UpstreamBody { state, lease: Some(lease) };
+        if body.is_end_stream() {
+            body.finish();
+        }
+        head.response.map(|()| body)
     }
 
     async fn connect(&self) -> Result<Connection, UpstreamError> {
-        let io = self.connector.clone().oneshot(self.target.clone()).await?;
+        let io = self.connector.clone().oneshot(self.target.clone()).await.map_err(|e| UpstreamError::Connect(e.into()))?;
         let Some(tls) = &self.tls else {
-            return start_connection(TokioIo::new(BatchedWrites::new(io.into_inner()))).await;
+            return Ok(Connection::new(BatchedWrites::new(io.into_inner())));
         };
         let handshake = tls.connector.connect(tls.server_name.clone(), io.into_inner());
         let stream = tokio::time::timeout(tls.handshake_timeout, handshake)
             .await
-            .map_err(|_| format!("{}: TLS handshake timed out", self.target))??;
-        start_connection(TokioIo::new(stream)).await
+            .map_err(|_| UpstreamError::Connect(format!("{}: TLS handshake timed out", self.target).into()))?
+            .map_err(|e| UpstreamError::Connect(e.into()))?;
+        Ok(Connection::new(stream))
     }
 
-    /// The most recently used idle connection that is neither known to be
-    /// closed nor idle for too long.
+    /// The most recently used idle connection that is neither closed nor
+    /// idle for too long.
     fn checkout(&self) -> Option<Connection> {
-        let now = Instant::now();
-        let mut idle = self.lock();
-        expire(&mut idle, now);
-        while let Some(entry) = idle.pop_back() {
-            if entry.connection.is_open() {
-                return Some(entry.connection);
+        loop {
+            let mut connection = {
+                let mut idle = self.lock();
+                expire(&mut idle, Instant::now());
+                idle.pop_back()?.connection
+            };
+            if connection.is_reusable() {
+                return Some(connection);
             }
         }
-        None
     }
 
     fn checkin(&self, connection: Connection) {
-        if !connection.is_open() {
-            return;
-        }
         let now = Instant::now();
         let mut idle = self.lock();
         expire(&mut idle, now);
@@ -297,16 +436,6 @@ impl UpstreamPool {
         // A list of connections is consistent after any panic: keep going.
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// The HTTP/1.1 handshake on `io` (no I/O yet): the connection, to be
-/// driven by whoever holds it.
-async fn start_connection<I>(io: I) -> Result<Connection, UpstreamError>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (sender, driver) = hyper::client::conn::http1::handshake(io).await?;
-    Ok(Connection { sender, driver: Some(Box::pin(driver)) })
 }
 
 /// Drops the idle connections past [`IDLE_TIMEOUT`] (closing them). The
@@ -337,58 +466,123 @@ pub fn spawn_idle_sweeper(pools: Vec<Arc<UpstreamPool>>, shutdown: tokio_util::s
 struct Lease {
     connection: Connection,
     pool: Arc<UpstreamPool>,
+    /// Whether the response lets the connection carry another request.
+    keep_alive: bool,
 }
 
-/// An upstream response body; its connection goes back to the pool when
-/// the body has been read to the end, and is closed otherwise.
+/// Where an upstream response body is.
+enum BodyState {
+    /// This many bytes left (0: the end).
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    /// Until the upstream closes the connection.
+    UntilClose,
+    /// Read to the end, or failed.
+    Done,
+}
+
+/// An upstream response body, read from its connection as it is polled; the
+/// connection goes back to the pool once the body has been read to the end,
+/// and is closed otherwise.
 pub struct UpstreamBody {
-    body: Incoming,
+    state: BodyState,
+    /// `None` once the body has ended or failed.
     lease: Option<Lease>,
 }
 
 impl UpstreamBody {
-    fn release(&mut self) {
-        if let Some(Lease { connection, pool }) = self.lease.take() {
+    /// The body has been read whole: the connection goes back to the pool
+    /// if the response allows it and nothing follows it on the connection.
+    fn finish(&mut self) {
+        self.state = BodyState::Done;
+        if let Some(Lease { connection, pool, keep_alive }) = self.lease.take()
+            && keep_alive
+            && connection.read_buf.is_empty()
+        {
             pool.checkin(connection);
+        }
+    }
+
+    /// The body broke: the connection is mid-message and is closed.
+    fn fail(&mut self, error: impl Into<UpstreamError>) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        self.state = BodyState::Done;
+        self.lease = None;
+        Poll::Ready(Some(Err(error.into())))
+    }
+
+    /// The next piece of the body from what has been read; `None` if more
+    /// must be read first.
+    fn take_buffered(&mut self) -> Option<Result<Option<Bytes>, ProtocolError>> {
+        let buf = &mut self.lease.as_mut()?.connection.read_buf;
+        match &mut self.state {
+            BodyState::Done | BodyState::Length(0) => Some(Ok(None)),
+            BodyState::Length(_) | BodyState::UntilClose if buf.is_empty() => None,
+            BodyState::Length(left) => {
+                let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
+                *left -= n as u64;
+                Some(Ok(Some(buf.split_to(n).freeze())))
+            }
+            BodyState::UntilClose => Some(Ok(Some(buf.split().freeze()))),
+            BodyState::Chunked(decoder) => match decoder.decode(buf) {
+                Ok(Decoded::Data(data)) => Some(Ok(Some(data))),
+                Ok(Decoded::Done) => Some(Ok(None)),
+                Ok(Decoded::NeedMore) => None,
+                Err(e) => Some(Err(e)),
+            },
         }
     }
 }
 
 impl hyper::body::Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = UpstreamError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
         let this = &mut *self;
-        // The connection reads the body and hands it over: drive it first.
-        if let Some(lease) = &mut this.lease {
-            lease.connection.drive(cx);
+        loop {
+            if this.lease.is_none() {
+                return Poll::Ready(None);
+            }
+            match this.take_buffered() {
+                Some(Ok(Some(data))) => {
+                    if this.is_end_stream() {
+                        // The last bytes: the connection is free before the
+                        // caller even looks at them.
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Ok(None)) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Some(Err(e)) => return this.fail(e),
+                None => {}
+            }
+            let Some(lease) = &mut this.lease else { return Poll::Ready(None) };
+            match ready!(lease.connection.poll_fill(cx)) {
+                Ok(0) if matches!(this.state, BodyState::UntilClose) => {
+                    // The close is the end; the connection is spent.
+                    this.state = BodyState::Done;
+                    this.lease = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return this.fail(UpstreamError::Closed),
+                Ok(_) => {}
+                Err(e) => return this.fail(e),
+            }
         }
-        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
-        match &frame {
-            None => this.release(),
-            // A broken body leaves a broken connection: never pooled.
-            Some(Err(_)) => this.lease = None,
-            Some(Ok(_)) if this.body.is_end_stream() => this.release(),
-            Some(Ok(_)) => {}
-        }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        matches!(self.state, BodyState::Done | BodyState::Length(0))
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        // A reader that stops at `is_end_stream` never sees the final `None`.
-        if self.body.is_end_stream() {
-            self.release();
+        match self.state {
+            BodyState::Length(n) => SizeHint::with_exact(n),
+            BodyState::Done => SizeHint::with_exact(0),
+            BodyState::Chunked(_) | BodyState::UntilClose => SizeHint::default(),
         }
     }
 }
