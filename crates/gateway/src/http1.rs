@@ -183,7 +183,8 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option
         let base = buf.as_ptr() as usize;
         let mut spans: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(parsed.headers.len());
         for field in parsed.headers.iter() {
-            let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| ProtocolError::Head(httparse::Error::HeaderName))?;
+            let name = HeaderName::from_bytes(field.name.as_bytes())
+                .map_err(|_| ProtocolError::Head(httparse::Error::HeaderName))?;
             let start = field.value.as_ptr() as usize - base;
             spans.push((name, start, start + field.value.len()));
         }
@@ -219,8 +220,7 @@ fn body_framing(method: &Method, status: StatusCode, headers: &HeaderMap) -> Res
             .iter()
             .flat_map(|v| v.as_bytes().split(|b| *b == b','))
             .map(<[u8]>::trim_ascii)
-            .filter(|coding| !coding.is_empty())
-            .last();
+            .rfind(|coding| !coding.is_empty());
         return Ok(match last_coding {
             Some(coding) if coding.eq_ignore_ascii_case(b"chunked") => BodyFraming::Chunked,
             // Chunked not last: only the close marks the end (§6.3 item 4).
@@ -452,7 +452,9 @@ mod tests {
 
     #[test]
     fn interim_responses_are_skipped_and_an_upgrade_is_refused() {
-        let mut buf = BytesMut::from("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        let mut buf = BytesMut::from(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        );
         let head = parse_response_head(&mut buf, &Method::POST).unwrap().unwrap();
         assert_eq!(head.response.status(), StatusCode::OK);
         assert!(head.response.headers().get("link").is_none());

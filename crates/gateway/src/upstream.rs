@@ -363,7 +363,10 @@ impl UpstreamPool {
             let Some(mut connection) = self.checkout() else {
                 break;
             };
-            match connection.exchange(&head, has_body.then_some(OutgoingBody { body: &mut body, framing }), &parts.method).await {
+            match connection
+                .exchange(&head, has_body.then_some(OutgoingBody { body: &mut body, framing }), &parts.method)
+                .await
+            {
                 Ok(response) => return Ok(self.lease(response, connection)),
                 // The keep-alive race: safe to send again.
                 Err(ExchangeError::NoResponse(_)) if replayable => {}
@@ -371,7 +374,9 @@ impl UpstreamPool {
             }
         }
         let mut connection = self.connect().await?;
-        let response = connection.exchange(&head, has_body.then_some(OutgoingBody { body: &mut body, framing }), &parts.method).await?;
+        let response = connection
+            .exchange(&head, has_body.then_some(OutgoingBody { body: &mut body, framing }), &parts.method)
+            .await?;
         Ok(self.lease(response, connection))
     }
 
@@ -391,7 +396,8 @@ impl UpstreamPool {
     }
 
     async fn connect(&self) -> Result<Connection, UpstreamError> {
-        let io = self.connector.clone().oneshot(self.target.clone()).await.map_err(|e| UpstreamError::Connect(e.into()))?;
+        let io =
+            self.connector.clone().oneshot(self.target.clone()).await.map_err(|e| UpstreamError::Connect(e.into()))?;
         let Some(tls) = &self.tls else {
             return Ok(Connection::new(BatchedWrites::new(io.into_inner())));
         };
@@ -597,7 +603,90 @@ mod tests {
 
     use super::*;
 
-    /// How the test upstream ends each response.
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+    /// What the scripted upstream does with a request.
+    #[derive(Clone, Copy)]
+    enum Reply {
+        /// Answer and keep the connection for the next request.
+        Send(&'static [u8]),
+        /// Answer, then close the connection without having said so.
+        SendThenClose(&'static [u8]),
+        /// Close the connection without answering.
+        Close,
+    }
+
+    /// A raw HTTP/1.1 upstream on loopback.
+    struct TestUpstream {
+        target: Uri,
+        /// Connections accepted.
+        accepted: Arc<AtomicUsize>,
+        /// Every request received, head and body as sent.
+        requests: Arc<Mutex<Vec<Vec<u8>>>>,
+    }
+
+    /// An upstream that answers the `n`th request of each connection (from
+    /// 0) with `script(n)`.
+    async fn scripted(script: fn(usize) -> Reply) -> TestUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target: Uri = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (counter, log) = (Arc::clone(&accepted), Arc::clone(&requests));
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    for n in 0.. {
+                        let Some(request) = read_request(&mut stream, &mut buf).await else { return };
+                        log.lock().unwrap().push(request);
+                        let (bytes, close) = match script(n) {
+                            Reply::Send(bytes) => (bytes, false),
+                            Reply::SendThenClose(bytes) => (bytes, true),
+                            Reply::Close => return,
+                        };
+                        if stream.write_all(bytes).await.is_err() || close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        TestUpstream { target, accepted, requests }
+    }
+
+    /// One request off `stream` (head, then a `Content-Length` or chunked
+    /// body); `None` once the client has closed.
+    async fn read_request(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+        let mut chunk = [0u8; 4096];
+        let complete = |buf: &[u8]| {
+            let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+            if head.contains("transfer-encoding: chunked") {
+                let end = buf[head_end..].windows(5).position(|w| w == b"0\r\n\r\n")?;
+                return Some(head_end + end + 5);
+            }
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+            (buf.len() >= head_end + length).then_some(head_end + length)
+        };
+        loop {
+            if let Some(end) = complete(buf) {
+                return Some(buf.drain(..end).collect());
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// How the plain test upstream ends each response.
     #[derive(Clone, Copy)]
     enum Upstream {
         /// Keep-alive: serve requests on a connection until the client closes it.
@@ -607,40 +696,13 @@ mod tests {
         CloseSilently,
     }
 
-    /// A raw HTTP/1.1 upstream answering `ok` to every request; counts
-    /// accepted connections.
+    /// An upstream answering `ok` to every request; counts accepted connections.
     async fn upstream(kind: Upstream) -> (Uri, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let target: Uri = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&accepted);
-        tokio::spawn(async move {
-            loop {
-                let (mut stream, _) = listener.accept().await.unwrap();
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 1024];
-                    loop {
-                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match stream.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        buf.clear();
-                        let response = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                        if stream.write_all(response).await.is_err() {
-                            return;
-                        }
-                        if matches!(kind, Upstream::CloseSilently) {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        (target, accepted)
+        let up = match kind {
+            Upstream::KeepAlive => scripted(|_| Reply::Send(OK)).await,
+            Upstream::CloseSilently => scripted(|_| Reply::SendThenClose(OK)).await,
+        };
+        (up.target, up.accepted)
     }
 
     /// The client configuration of a gateway with the default roots.
@@ -654,6 +716,166 @@ mod tests {
 
     async fn read_body(response: Response<UpstreamBody>) -> Bytes {
         response.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    fn pool_for(up: &TestUpstream) -> Arc<UpstreamPool> {
+        UpstreamPool::new(up.target.clone(), Duration::from_secs(2), &tls()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_chunked_response_is_decoded_and_its_connection_reused() {
+        // Arrange
+        let up = scripted(|_| {
+            Reply::Send(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n6\r\n world\r\n0\r\nx-t: 1\r\n\r\n")
+        })
+        .await;
+        let pool = pool_for(&up);
+
+        // Act / Assert
+        for _ in 0..3 {
+            assert_eq!(read_body(pool.send(get("/x")).await.unwrap()).await, "hello world");
+        }
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_ends_at_the_close_is_read_whole_and_its_connection_not_reused() {
+        // Arrange
+        let up = scripted(|_| Reply::SendThenClose(b"HTTP/1.1 200 OK\r\n\r\nuntil the close")).await;
+        let pool = pool_for(&up);
+
+        // Act / Assert
+        for _ in 0..2 {
+            assert_eq!(read_body(pool.send(get("/x")).await.unwrap()).await, "until the close");
+            assert_eq!(pool.idle_count(), 0);
+        }
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_response_that_says_close_or_leaves_bytes_behind_does_not_return_its_connection() {
+        // The upstream keeps every connection open; the responses say otherwise.
+        let scripts: [fn(usize) -> Reply; 3] = [
+            |_| Reply::Send(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok"),
+            |_| Reply::Send(b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok"),
+            |_| {
+                Reply::Send(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nextra",
+                )
+            },
+        ];
+        for (case, script) in scripts.into_iter().enumerate() {
+            // Arrange
+            let up = scripted(script).await;
+            let pool = pool_for(&up);
+
+            // Act
+            for _ in 0..2 {
+                assert_eq!(read_body(pool.send(get("/x")).await.unwrap()).await, "ok");
+            }
+
+            // Assert
+            assert_eq!(up.accepted.load(Ordering::SeqCst), 2, "case {case}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_head_response_has_no_body_whatever_its_length_says() {
+        // Arrange: the answer to HEAD, then to GET, on one connection.
+        let up =
+            scripted(|n| Reply::Send(if n == 0 { b"HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\n" } else { OK })).await;
+        let pool = pool_for(&up);
+        let head = Request::head("/x").header("host", "upstream").body(Body::empty()).unwrap();
+
+        // Act
+        let response = pool.send(head).await.unwrap();
+        assert_eq!(response.headers()["content-length"], "50");
+        assert_eq!(read_body(response).await, "");
+        let after = read_body(pool.send(get("/x")).await.unwrap()).await;
+
+        // Assert
+        assert_eq!(after, "ok");
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn request_bodies_go_out_with_their_length_or_chunked() {
+        // Arrange
+        let up = scripted(|_| Reply::Send(OK)).await;
+        let pool = pool_for(&up);
+        let post = |body| Request::post("/in").header("host", "upstream").body(body).unwrap();
+        let pieces = ["hello", " world"].map(|p| Ok::<_, std::io::Error>(Bytes::from(p)));
+
+        // Act
+        assert_eq!(read_body(pool.send(post(Body::from("hello"))).await.unwrap()).await, "ok");
+        assert_eq!(
+            read_body(pool.send(post(Body::from_stream(futures::stream::iter(pieces)))).await.unwrap()).await,
+            "ok"
+        );
+        let empty = Request::post("/in").header("content-length", "0").body(Body::empty()).unwrap();
+        assert_eq!(read_body(pool.send(empty).await.unwrap()).await, "ok");
+
+        // Assert
+        let requests: Vec<String> =
+            up.requests.lock().unwrap().iter().map(|r| String::from_utf8_lossy(r).into_owned()).collect();
+        assert_eq!(requests[0], "POST /in HTTP/1.1\r\nhost: upstream\r\ncontent-length: 5\r\n\r\nhello");
+        assert_eq!(
+            requests[1],
+            "POST /in HTTP/1.1\r\nhost: upstream\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        );
+        let default_host = format!("host: {}", up.target.authority().unwrap());
+        assert_eq!(requests[2], format!("POST /in HTTP/1.1\r\n{default_host}\r\ncontent-length: 0\r\n\r\n"));
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_lost_to_the_keep_alive_race_is_sent_again_only_when_that_is_safe() {
+        // Arrange: each connection answers its first request and drops the
+        // second unanswered, as an upstream closing an idle connection just
+        // as a request arrives does.
+        let up = scripted(|n| if n == 0 { Reply::Send(OK) } else { Reply::Close }).await;
+        let pool = pool_for(&up);
+        assert_eq!(read_body(pool.send(get("/first")).await.unwrap()).await, "ok");
+
+        // Act / Assert: a GET without a body goes out again on a new connection…
+        assert_eq!(read_body(pool.send(get("/again")).await.unwrap()).await, "ok");
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+        // …a POST does not: it may have been acted on.
+        let post = Request::post("/pay").header("host", "upstream").body(Body::from("{}")).unwrap();
+        assert!(matches!(pool.send(post).await, Err(UpstreamError::Closed | UpstreamError::Io(_))));
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn responses_that_cannot_be_framed_safely_are_errors() {
+        // Arrange
+        let up = scripted(|_| {
+            Reply::Send(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n")
+        })
+        .await;
+        let pool = pool_for(&up);
+
+        // Act
+        let result = pool.send(get("/x")).await;
+
+        // Assert
+        assert!(matches!(result, Err(UpstreamError::Protocol(ProtocolError::AmbiguousLength))));
+        assert_eq!(pool.idle_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_is_an_error_and_its_connection_closed() {
+        // Arrange
+        let up = scripted(|_| Reply::SendThenClose(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort")).await;
+        let pool = pool_for(&up);
+
+        // Act
+        let result = pool.send(get("/x")).await.unwrap().into_body().collect().await;
+
+        // Assert
+        assert!(matches!(result, Err(UpstreamError::Closed)));
+        assert_eq!(pool.idle_count(), 0);
     }
 
     #[tokio::test]
