@@ -29,6 +29,8 @@
 //! connection, like one that says `Connection: close` or speaks HTTP/1.0
 //! without `keep-alive`, is never reused.
 
+use std::mem::MaybeUninit;
+
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Method, Response, StatusCode, Version};
 use bytes::{Bytes, BytesMut};
@@ -154,15 +156,17 @@ pub struct ResponseHead {
 /// A head that is malformed, too large, or frames its body ambiguously.
 pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, ProtocolError> {
     loop {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut fields);
-        let len = match parsed.parse(buf) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(ProtocolError::HeadTooLarge),
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => return Err(ProtocolError::HeadTooLarge),
-            Err(e) => return Err(ProtocolError::Head(e)),
-        };
+        // Uninitialised slots: httparse fills only as many as the head has.
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let len =
+            match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, buf, &mut fields) {
+                Ok(httparse::Status::Complete(len)) => len,
+                Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(ProtocolError::HeadTooLarge),
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(httparse::Error::TooManyHeaders) => return Err(ProtocolError::HeadTooLarge),
+                Err(e) => return Err(ProtocolError::Head(e)),
+            };
         if len > MAX_HEAD {
             return Err(ProtocolError::HeadTooLarge);
         }
@@ -178,13 +182,16 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option
             continue;
         }
         let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
-        // Where each field sits in `buf`, so the values can share the head's
-        // buffer instead of each being copied.
+        // One pass over the fields: the framing ones are read here (no map
+        // lookups later), and where each value sits in `buf` is noted, so
+        // the values can share the head's buffer instead of being copied.
+        let mut framing = FramingFields::default();
         let base = buf.as_ptr() as usize;
         let mut spans: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(parsed.headers.len());
         for field in parsed.headers.iter() {
             let name = HeaderName::from_bytes(field.name.as_bytes())
                 .map_err(|_| ProtocolError::Head(httparse::Error::HeaderName))?;
+            framing.note(&name, field.value)?;
             let start = field.value.as_ptr() as usize - base;
             spans.push((name, start, start + field.value.len()));
         }
@@ -195,77 +202,78 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option
                 .map_err(|_| ProtocolError::Head(httparse::Error::HeaderValue))?;
             headers.append(name, value);
         }
-        let framing = body_framing(method, status, &headers)?;
-        let keep_alive = framing != BodyFraming::UntilClose && wants_keep_alive(version, &headers);
+        let body = framing.body(method, status)?;
+        let keep_alive = body != BodyFraming::UntilClose && framing.keep_alive(version);
         let mut response = Response::new(());
         *response.status_mut() = status;
         *response.version_mut() = version;
         *response.headers_mut() = headers;
-        return Ok(Some(ResponseHead { response, framing, keep_alive }));
+        return Ok(Some(ResponseHead { response, framing: body, keep_alive }));
     }
 }
 
-/// RFC 9112 §6.3, for a response to `method`.
-fn body_framing(method: &Method, status: StatusCode, headers: &HeaderMap) -> Result<BodyFraming, ProtocolError> {
-    if method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Ok(BodyFraming::Empty);
-    }
-    let length = content_length(headers)?;
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        if length.is_some() {
-            return Err(ProtocolError::AmbiguousLength);
+/// What a response's fields say about its framing and its connection.
+#[derive(Default)]
+struct FramingFields {
+    /// Every `Content-Length` value seen (they must agree).
+    content_length: Option<u64>,
+    /// Whether `Transfer-Encoding` was present, and whether its last coding so far is chunked.
+    transfer_encoding: Option<bool>,
+    close: bool,
+    keep_alive: bool,
+}
+
+impl FramingFields {
+    fn note(&mut self, name: &HeaderName, value: &[u8]) -> Result<(), ProtocolError> {
+        if name == header::CONTENT_LENGTH {
+            // A field may repeat, or list the value more than once: every
+            // value must be the same run of digits.
+            for item in value.split(|b| *b == b',') {
+                let item = item.trim_ascii();
+                if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
+                    return Err(ProtocolError::ContentLength);
+                }
+                let n = item.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+                if self.content_length.is_some_and(|seen| seen != n) {
+                    return Err(ProtocolError::ContentLength);
+                }
+                self.content_length = Some(n);
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            let last = value.split(|b| *b == b',').map(<[u8]>::trim_ascii).rfind(|coding| !coding.is_empty());
+            let chunked_last = match last {
+                Some(coding) => coding.eq_ignore_ascii_case(b"chunked"),
+                // An empty field does not change the last coding.
+                None => self.transfer_encoding.unwrap_or(false),
+            };
+            self.transfer_encoding = Some(chunked_last);
+        } else if name == header::CONNECTION {
+            for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
         }
-        let last_coding = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .map(<[u8]>::trim_ascii)
-            .rfind(|coding| !coding.is_empty());
-        return Ok(match last_coding {
-            Some(coding) if coding.eq_ignore_ascii_case(b"chunked") => BodyFraming::Chunked,
+        Ok(())
+    }
+
+    /// RFC 9112 §6.3, for a response to `method`.
+    fn body(&self, method: &Method, status: StatusCode) -> Result<BodyFraming, ProtocolError> {
+        if method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            return Ok(BodyFraming::Empty);
+        }
+        Ok(match (self.transfer_encoding, self.content_length) {
+            (Some(_), Some(_)) => return Err(ProtocolError::AmbiguousLength),
+            (Some(true), None) => BodyFraming::Chunked,
             // Chunked not last: only the close marks the end (§6.3 item 4).
-            _ => BodyFraming::UntilClose,
-        });
+            (Some(false), None) | (None, None) => BodyFraming::UntilClose,
+            (None, Some(0)) => BodyFraming::Empty,
+            (None, Some(n)) => BodyFraming::Length(n),
+        })
     }
-    Ok(match length {
-        Some(0) => BodyFraming::Empty,
-        Some(n) => BodyFraming::Length(n),
-        None => BodyFraming::UntilClose,
-    })
-}
 
-/// Every `Content-Length` value (a field may repeat, or list the value
-/// more than once) must be the same run of digits.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProtocolError> {
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for item in value.as_bytes().split(|b| *b == b',') {
-            let item = item.trim_ascii();
-            if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
-                return Err(ProtocolError::ContentLength);
-            }
-            let n = item.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-            if length.is_some_and(|seen| seen != n) {
-                return Err(ProtocolError::ContentLength);
-            }
-            length = Some(n);
-        }
+    fn keep_alive(&self, version: Version) -> bool {
+        !self.close && (version == Version::HTTP_11 || self.keep_alive)
     }
-    Ok(length)
-}
-
-fn wants_keep_alive(version: Version, headers: &HeaderMap) -> bool {
-    let has_token = |token: &[u8]| {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-    };
-    if has_token(b"close") {
-        return false;
-    }
-    version == Version::HTTP_11 || has_token(b"keep-alive")
 }
 
 /// What [`ChunkedDecoder::decode`] found in the buffer.

@@ -253,12 +253,27 @@ async fn enforce(
 /// `RateLimit-*` (and, when limited, `Retry-After`) headers of a decision:
 /// the values of [`Decision::headers`], formatted straight into header values.
 fn add_rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
-    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(decision.limit()));
-    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(decision.remaining()));
-    headers.insert(RATELIMIT_RESET, HeaderValue::from(ceil_secs(decision.reset_after())));
+    headers.insert(RATELIMIT_LIMIT, number_value(decision.limit().into()));
+    headers.insert(RATELIMIT_REMAINING, number_value(decision.remaining().into()));
+    headers.insert(RATELIMIT_RESET, number_value(ceil_secs(decision.reset_after())));
     if let Some(retry_after) = decision.retry_after() {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from(ceil_secs(retry_after)));
+        headers.insert(header::RETRY_AFTER, number_value(ceil_secs(retry_after)));
     }
+}
+
+/// Numbers below this have a ready header value ([`number_value`]).
+const SMALL_NUMBERS: u64 = 1024;
+
+/// `n` as a header value. The rate-limit headers of every proxied response
+/// are small numbers (a limit, what is left of it, seconds to a reset);
+/// `HeaderValue::from(u64)` allocates each one, so values below
+/// [`SMALL_NUMBERS`] are made once, as static strings (leaked on purpose:
+/// 1024 short strings, once per process), and cloned for free.
+fn number_value(n: u64) -> HeaderValue {
+    static READY: std::sync::LazyLock<Vec<HeaderValue>> = std::sync::LazyLock::new(|| {
+        (0..SMALL_NUMBERS).map(|n| HeaderValue::from_static(String::leak(n.to_string()))).collect()
+    });
+    usize::try_from(n).ok().and_then(|i| READY.get(i)).cloned().unwrap_or_else(|| HeaderValue::from(n))
 }
 
 /// The access token of a protected route, with the seed's messages.
@@ -562,4 +577,16 @@ pub fn is_credential_path(forwarded: &str) -> bool {
             | "/auth/email/verify"
             | "/auth/email/resend"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn number_values_read_as_the_number_ready_or_not() {
+        for n in [0, 1, 59, SMALL_NUMBERS - 1, SMALL_NUMBERS, u64::MAX] {
+            assert_eq!(number_value(n), HeaderValue::from(n), "{n}");
+        }
+    }
 }
