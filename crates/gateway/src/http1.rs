@@ -39,6 +39,10 @@ use bytes::{Bytes, BytesMut};
 pub const MAX_HEAD: usize = 64 * 1024;
 /// The most header fields a response head may have.
 pub const MAX_HEADERS: usize = 100;
+/// Room left in a parsed response's header map for the fields the proxy
+/// adds (`nosniff`, `Cache-Control`, up to four rate-limit fields), so
+/// adding them does not grow and rehash the map.
+const RESPONSE_HEADROOM: usize = 8;
 /// The longest chunk-size line (size and extensions) accepted.
 const MAX_CHUNK_LINE: usize = 4096;
 /// The most trailer bytes skipped after a chunked body.
@@ -196,7 +200,7 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option
             spans.push((name, start, start + field.value.len()));
         }
         let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(spans.len());
+        let mut headers = HeaderMap::with_capacity(spans.len() + RESPONSE_HEADROOM);
         for (name, start, end) in spans {
             let value = HeaderValue::from_maybe_shared(head.slice(start..end))
                 .map_err(|_| ProtocolError::Head(httparse::Error::HeaderValue))?;
