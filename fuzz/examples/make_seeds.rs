@@ -369,6 +369,21 @@ fn main() {
     seeds.write(t, "connection-names-auth", "connection: authorization, cookie,, x-user-id\nauthorization: Bearer x\ncookie: a=b\ncontent-type: application/json");
     seeds.write(t, "duplicates", "accept: a\naccept: b\nconnection: close\nconnection: upgrade\nupgrade: websocket");
 
+    // --- upstream_response ---------------------------------------------------
+    // A control byte (bit 0: HEAD; the rest: piece size - 1), then what an upstream sent.
+    let t = "upstream_response";
+    let response = |control: u8, raw: &str| [&[control][..], raw.as_bytes()].concat();
+    seeds.write(t, "length", response(6, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nserver: x\r\n\r\nokNEXT"));
+    seeds.write(
+        t,
+        "chunked",
+        response(2, "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nx-t: 1\r\n\r\nNEXT"),
+    );
+    seeds.write(t, "interim-then-close", response(0, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\nconnection: keep-alive\r\n\r\nbody"));
+    seeds.write(t, "head", response(1, "HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\n"));
+    seeds.write(t, "smuggle", response(0, "HTTP/1.1 200 OK\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"));
+    seeds.write(t, "lengths", response(8, "HTTP/1.1 204 No Content\r\ncontent-length: 7, 7\r\ncontent-length: 7\r\n\r\n"));
+
     // The "valid" seeds must pass, or the fuzzer starts from refusals only.
     let verifier = gatehouse_fuzz::verifier();
     for name in ["hs256-valid", "eddsa-valid", "rs256-valid"] {
