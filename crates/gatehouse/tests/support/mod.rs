@@ -11,6 +11,15 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// `n` distinct free loopback ports: each is held until all are picked, so
+/// the kernel cannot hand the same one out twice (as `free_port` called `n`
+/// times can).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
 /// Registers `email` (with testkit's password) at `register_at` and logs it
 /// in at `login_at` — each the root of an auth API (`http://host:port` of an
 /// auth process, or a gateway's `…/api/v1`), possibly two instances; the
@@ -349,15 +358,18 @@ fn as_postgres_user(mut cmd: Command) -> Command {
 /// every replica's link to its primary is up (a replica that has not synced
 /// cannot take over). Returns the nodes and their ports.
 pub fn private_redis_cluster(dir: &std::path::Path, replicas_per_primary: usize) -> (Vec<Running>, Vec<u16>) {
-    let ports: Vec<u16> = (0..3 * (1 + replicas_per_primary)).map(|_| free_port()).collect();
+    let count = 3 * (1 + replicas_per_primary);
+    // Client and cluster-bus ports, all distinct.
+    let mut ports = free_ports(2 * count);
+    let bus_ports = ports.split_off(count);
     let mut nodes = Vec::new();
-    for port in &ports {
+    for (port, bus_port) in ports.iter().zip(&bus_ports) {
         let node_dir = dir.join(format!("redis-{port}"));
         std::fs::create_dir_all(&node_dir).unwrap();
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
             // The cluster bus on a free port of its own (the default, port + 10000, may be taken or past 65535).
-            .args(["--cluster-enabled", "yes", "--cluster-port", &free_port().to_string()])
+            .args(["--cluster-enabled", "yes", "--cluster-port", &bus_port.to_string()])
             .args(["--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"])
             // As the README advises: while a primary fails over, the other
             // primaries keep answering for their own slots (with Redis'
@@ -371,9 +383,13 @@ pub fn private_redis_cluster(dir: &std::path::Path, replicas_per_primary: usize)
         nodes.push(Running(child));
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    for port in &ports {
+    for (port, node) in ports.iter().zip(&mut nodes) {
         while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
+            // A port taken meanwhile by another test makes the node exit at once.
+            if let Ok(Some(status)) = node.0.try_wait() {
+                panic!("redis-server on port {port} exited: {status}");
+            }
+            assert!(Instant::now() < deadline, "redis-server on port {port} did not start within 10 s");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
