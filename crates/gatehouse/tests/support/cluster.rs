@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use testkit::{Backend, TestDatabase, postgres_base_url, unique_email};
 use tokens::{Algorithm, SigningKey};
 
-use super::{Balanced, Running, free_port, gatehouse, haproxy, private_redis, private_redis_cluster, wait_ready};
+use super::{Balanced, Running, free_ports, gatehouse, haproxy, private_redis, private_redis_cluster, wait_ready};
 
 /// Knobs a test turns on the cluster.
 #[derive(Clone, Copy)]
@@ -82,8 +82,12 @@ pub async fn cluster(shape: Shape) -> Cluster {
     std::fs::write(&key, SigningKey::generate_pem(Algorithm::EdDsa).unwrap()).unwrap();
     // 48 random bytes, as `openssl rand -hex 48` would give an operator.
     let secret = |_: &str| hex_of(tokens::Secret::generate().unwrap().expose());
-    let (auth_ports, gateway_ports) = ([free_port(), free_port()], [free_port(), free_port(), free_port()]);
-    let (users_port, auth_lb, gateway_lb) = (free_port(), free_port(), free_port());
+    // Distinct ports: with one `free_port` call each, two could come out the
+    // same, and a gateway that cannot bind leaves its port to, say, the
+    // users service, which then answers the gateway's traffic.
+    let ports = free_ports(9);
+    let (auth_ports, gateway_ports) = ([ports[0], ports[1]], [ports[2], ports[3], ports[4]]);
+    let (users_port, auth_lb, gateway_lb, nobody_port) = (ports[5], ports[6], ports[7], ports[8]);
     let common: Vec<(String, String)> = [
         ("ENVIRONMENT", "development".to_owned()),
         ("DATA_DIR", dir.path().join("data").display().to_string()),
@@ -98,7 +102,7 @@ pub async fn cluster(shape: Shape) -> Cluster {
         ("AUTH_SERVICE_URL", format!("http://127.0.0.1:{auth_lb}")),
         ("USER_SERVICE_URL", format!("http://127.0.0.1:{users_port}")),
         // Nobody listens there: deliveries retry in the background, harmlessly.
-        ("NOTIFICATION_SERVICE_URL", format!("http://127.0.0.1:{}", free_port())),
+        ("NOTIFICATION_SERVICE_URL", format!("http://127.0.0.1:{nobody_port}")),
         ("GATEHOUSE_TEST_ONLY_WEAK_PASSWORD_HASHING", "true".to_owned()),
         ("RUST_LOG", "error".to_owned()),
     ]
@@ -127,7 +131,7 @@ pub async fn cluster(shape: Shape) -> Cluster {
     }
     // The users service keeps its replay cache in memory: it is one instance.
     let users_env = with(&[("PORT", users_port.to_string())]);
-    let users = Running(gatehouse(&["users"], &env_refs(&users_env), dir.path()).spawn().unwrap());
+    let mut users = Running(gatehouse(&["users"], &env_refs(&users_env), dir.path()).spawn().unwrap());
     for port in auth_ports.iter().chain([&users_port]) {
         wait_ready(&format!("http://127.0.0.1:{port}")).await;
     }
@@ -164,6 +168,13 @@ pub async fn cluster(shape: Shape) -> Cluster {
         wait_ready(&format!("http://127.0.0.1:{port}")).await;
     }
     wait_ready(&format!("http://127.0.0.1:{gateway_lb}")).await;
+    // Ready answers could come from another test's process on a port one of
+    // ours failed to bind: every process started must still be running.
+    for process in auths.iter_mut().chain(&mut gateways).chain([&mut users]) {
+        if let Ok(Some(status)) = process.0.try_wait() {
+            panic!("a cluster process exited at startup ({status}): its port was probably taken");
+        }
+    }
     Cluster {
         dir,
         db,
