@@ -158,7 +158,8 @@ pub enum UpstreamErrorKind {
     Connect,
     /// No response head within the response timeout (504).
     Timeout,
-    /// The connection failed after the request was sent (502).
+    /// The connection failed after it was made, or the response could not
+    /// be framed safely (502).
     Other,
 }
 
