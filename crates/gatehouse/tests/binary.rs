@@ -9,7 +9,7 @@ use testkit::{DEFAULT_PASSWORD, TestDatabase, postgres_base_url, unique_email};
 
 mod support;
 
-use support::{Running, StackPorts, free_port, gatehouse, sign_up_and_in, sigterm, wait_exit, wait_ready};
+use support::{Running, StackPorts, free_ports, gatehouse, sign_up_and_in, sigterm, wait_exit, wait_ready};
 
 /// The README's curl walkthrough, against `gatehouse up` in an empty directory.
 #[tokio::test]
@@ -176,7 +176,8 @@ async fn two_auth_processes_on_postgres_rotate_refresh_tokens_atomically() {
     let url = format!("{}?options=-c%20search_path%3D{schema}", postgres_base_url());
     let dir = tempfile::tempdir().unwrap();
     let secret = "0123456789abcdef0123456789abcdef-test-only";
-    let (p1, p2) = (free_port().to_string(), free_port().to_string());
+    let [p1, p2] = free_ports(2)[..] else { unreachable!("free_ports(2) gives two ports") };
+    let (p1, p2) = (p1.to_string(), p2.to_string());
     let env = |port: &str| {
         vec![
             ("ENVIRONMENT", "production"),

@@ -135,8 +135,9 @@ async fn services_call_each_other_over_https_trusting_upstream_ca() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("internal CA");
     let files = ca.issue(&["localhost"]);
-    let (auth, users, notifications, gateway) =
-        (support::free_port(), support::free_port(), support::free_port(), support::free_port());
+    let [auth, users, notifications, gateway] = support::free_ports(4)[..] else {
+        unreachable!("free_ports(4) gives four ports")
+    };
     let https = |port: u16| format!("https://localhost:{port}");
     let common: Vec<(&str, String)> = vec![
         ("ENVIRONMENT", "development".to_owned()),

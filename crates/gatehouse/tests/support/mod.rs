@@ -100,13 +100,11 @@ pub struct StackPorts {
 
 impl StackPorts {
     pub fn new() -> Self {
-        Self {
-            gateway: free_port(),
-            auth: free_port(),
-            users: free_port(),
-            payments: free_port(),
-            notifications: free_port(),
-        }
+        // Distinct: a service that cannot bind would leave its port to another.
+        let [gateway, auth, users, payments, notifications] = free_ports(5)[..] else {
+            unreachable!("free_ports(5) gives five ports")
+        };
+        Self { gateway, auth, users, payments, notifications }
     }
 
     /// The `*_PORT` variables of `up`.
