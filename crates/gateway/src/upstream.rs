@@ -516,26 +516,22 @@ impl UpstreamBody {
         Poll::Ready(Some(Err(error.into())))
     }
 
-    /// The next piece of the body from what has been read; `None` if more
-    /// must be read first.
-    fn take_buffered(&mut self) -> Option<Result<Option<Bytes>, ProtocolError>> {
-        let buf = &mut self.lease.as_mut()?.connection.read_buf;
-        match &mut self.state {
-            BodyState::Done | BodyState::Length(0) => Some(Ok(None)),
-            BodyState::Length(_) | BodyState::UntilClose if buf.is_empty() => None,
+    /// The next piece of the body from what has been read, in the chunked
+    /// decoder's terms whatever the framing: `NeedMore` if more must be read first.
+    fn take_buffered(&mut self) -> Result<Decoded, ProtocolError> {
+        let Some(lease) = &mut self.lease else { return Ok(Decoded::Done) };
+        let buf = &mut lease.connection.read_buf;
+        Ok(match &mut self.state {
+            BodyState::Done | BodyState::Length(0) => Decoded::Done,
+            BodyState::Length(_) | BodyState::UntilClose if buf.is_empty() => Decoded::NeedMore,
             BodyState::Length(left) => {
                 let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
                 *left -= n as u64;
-                Some(Ok(Some(buf.split_to(n).freeze())))
+                Decoded::Data(buf.split_to(n).freeze())
             }
-            BodyState::UntilClose => Some(Ok(Some(buf.split().freeze()))),
-            BodyState::Chunked(decoder) => match decoder.decode(buf) {
-                Ok(Decoded::Data(data)) => Some(Ok(Some(data))),
-                Ok(Decoded::Done) => Some(Ok(None)),
-                Ok(Decoded::NeedMore) => None,
-                Err(e) => Some(Err(e)),
-            },
-        }
+            BodyState::UntilClose => Decoded::Data(buf.split().freeze()),
+            BodyState::Chunked(decoder) => decoder.decode(buf)?,
+        })
     }
 }
 
@@ -550,7 +546,7 @@ impl hyper::body::Body for UpstreamBody {
                 return Poll::Ready(None);
             }
             match this.take_buffered() {
-                Some(Ok(Some(data))) => {
+                Ok(Decoded::Data(data)) => {
                     if this.is_end_stream() {
                         // The last bytes: the connection is free before the
                         // caller even looks at them.
@@ -558,19 +554,19 @@ impl hyper::body::Body for UpstreamBody {
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Some(Ok(None)) => {
+                Ok(Decoded::Done) => {
                     this.finish();
                     return Poll::Ready(None);
                 }
-                Some(Err(e)) => return this.fail(e),
-                None => {}
+                Err(e) => return this.fail(e),
+                Ok(Decoded::NeedMore) => {}
             }
             let Some(lease) = &mut this.lease else { return Poll::Ready(None) };
             match ready!(lease.connection.poll_fill(cx)) {
                 Ok(0) if matches!(this.state, BodyState::UntilClose) => {
-                    // The close is the end; the connection is spent.
-                    this.state = BodyState::Done;
-                    this.lease = None;
+                    // The close is the end; such a response is never
+                    // keep-alive, so `finish` closes the connection.
+                    this.finish();
                     return Poll::Ready(None);
                 }
                 Ok(0) => return this.fail(UpstreamError::Closed),
