@@ -19,6 +19,7 @@
 //! - [`notification`]: the kinds of security notification, shared by the
 //!   auth service that sends them and the notification service.
 
+pub mod chunked;
 pub mod client;
 pub mod client_ip;
 pub mod cookies;

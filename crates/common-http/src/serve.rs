@@ -12,16 +12,17 @@
 //! `axum::serve` reads request headers without a deadline: a client sending
 //! its headers a byte at a time (slow loris) holds a connection and a task
 //! for as long as it likes, and enough of them exhaust the file descriptors.
-//! Here each connection is served by hyper's HTTP/1.1 server with a header
-//! read timeout ([`ServeOptions::header_read_timeout`]). hyper starts that
-//! clock whenever it waits for a request head, so it bounds three things: a
+//! Here each connection is served by this crate's own HTTP/1.1 connection
+//! code (`serve/connection.rs`, which says why not hyper's server) with a
+//! header read timeout ([`ServeOptions::header_read_timeout`]). That clock
+//! starts whenever it waits for a request head, so it bounds three things: a
 //! new connection that sends nothing, a request head that trickles in, and a
 //! keep-alive connection idling between requests. It also bounds how long a
 //! half-sent request head can hold up graceful shutdown.
 //!
 //! HTTP/1.1 only, with keep-alive. Prior-knowledge HTTP/2 (h2c), which
 //! `axum::serve` also accepted, is not served: hyper's HTTP/2 server has no
-//! equivalent deadline (neither for the connection preface and header
+//! header read deadline (neither for the connection preface and header
 //! frames nor for an idle connection), so it would reopen the hole this
 //! module closes. For the same reason a TLS listener offers only
 //! `http/1.1` in ALPN, so browsers speak HTTP/1.1 to it; a load balancer in
@@ -55,20 +56,23 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ConnectInfo;
 use axum::response::Response;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use http::Request;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::{Service, ServiceExt as _};
+use tokio_util::task::TaskTracker;
+use tower::Service;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::error::{method_not_allowed, panic_response, route_not_found};
 use crate::request_id::assign_request_id;
 use crate::tls::ServerTls;
 use crate::write_batching::BatchedWrites;
+
+mod connection;
+
+use connection::{Peer, serve_connection};
+pub use connection::{BodyError, DRAIN_LIMIT, MAX_FIELDS, MAX_HEAD, RequestBody};
 
 /// Where a service accepts connections: a bound TCP listener, serving plain
 /// HTTP, or HTTPS with a [`ServerTls`]. A bare [`TcpListener`] converts into
@@ -131,7 +135,7 @@ pub struct ServeOptions {
     /// from when the server starts waiting for it: after accepting the
     /// connection, and again after each response on a keep-alive
     /// connection. When it runs out the connection is closed. Default 10 s,
-    /// ample for any real client; hyper's own default (30 s) leaves an
+    /// ample for any real client; hyper's default (30 s) leaves an
     /// attacker three times as long per connection.
     pub header_read_timeout: Duration,
     /// How long to pause before accepting again after an accept error that
@@ -194,21 +198,21 @@ pub async fn serve_service<S>(
     options: ServeOptions,
 ) -> std::io::Result<()>
 where
-    S: Service<hyper::Request<Incoming>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request<RequestBody>, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     let Listener { tcp: listener, tls } = listener.into();
     let acceptor = tls.as_ref().map(ServerTls::acceptor);
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).keep_alive(true).header_read_timeout(options.header_read_timeout);
-    let graceful = GracefulShutdown::new();
+    // Every connection's task, so shutdown can wait for them all.
+    let connections = TaskTracker::new();
+    let timeout = options.header_read_timeout;
     loop {
         let accepted = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let (stream, peer) = match accepted {
+        let (stream, addr) = match accepted {
             Ok(accepted) => accepted,
             // The peer gave up between SYN and accept: nothing to do.
             Err(e) if is_connection_error(&e) => continue,
@@ -223,57 +227,39 @@ where
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
-        let app = app.clone();
-        if let Some(acceptor) = &acceptor {
-            let handshake = acceptor.accept(stream);
-            let (http, watcher, shutdown) = (http.clone(), graceful.watcher(), shutdown.clone());
-            let timeout = options.tls_handshake_timeout;
-            tokio::spawn(async move {
-                // Given up on shutdown, so a handshake in progress (which
-                // holds a watcher) never delays it.
-                let stream = tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    handshake = tokio::time::timeout(timeout, handshake) => match handshake {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, %peer, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    },
-                };
-                let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                    request.extensions_mut().insert(ConnectInfo(peer));
-                    request.extensions_mut().insert(ServedOverTls);
-                    app.clone().oneshot(request)
-                });
-                if let Err(e) = watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await {
-                    tracing::debug!(error = %e, %peer, "connection ended with an error");
-                }
-            });
+        let (app, shutdown) = (app.clone(), shutdown.clone());
+        let Some(acceptor) = &acceptor else {
+            // Tracked from the moment it is accepted, so a shutdown that
+            // starts now still waits for this connection's request.
+            let peer = Peer { addr, tls: false };
+            connections.spawn(serve_connection(BatchedWrites::new(stream), app, peer, timeout, shutdown));
             continue;
-        }
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            app.clone().oneshot(request)
-        });
-        // Watched from the moment it is accepted, so a shutdown that starts
-        // now still waits for this connection's request.
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(BatchedWrites::new(stream)), service));
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                // Header timeouts, resets, malformed requests: the client's
-                // doing, and logged quietly so a flood cannot flood the log.
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
-            }
+        };
+        let handshake = acceptor.accept(stream);
+        let handshake_timeout = options.tls_handshake_timeout;
+        connections.spawn(async move {
+            // Given up on shutdown, so a handshake in progress never delays it.
+            let stream = tokio::select! {
+                () = shutdown.cancelled() => return,
+                handshake = tokio::time::timeout(handshake_timeout, handshake) => match handshake {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, peer = %addr, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(peer = %addr, "TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
+            serve_connection(stream, app, Peer { addr, tls: true }, timeout, shutdown).await;
         });
     }
     // Stop accepting before waiting: queued and new connections are refused.
     drop(listener);
-    graceful.shutdown().await;
+    connections.close();
+    connections.wait().await;
     Ok(())
 }
 

@@ -31,7 +31,7 @@
 //! One extra poll of the connection's task per message written. Latency grows
 //! by at most the rest of the current batch (the tasks already queued); with
 //! nothing else queued, the task runs again at once. Nothing is buffered here:
-//! the bytes stay in hyper's own write buffer until the real write, so
+//! the bytes stay in the server's own write buffer until the real write, so
 //! ordering, back-pressure (a full socket returns `Pending` as before) and
 //! errors are exactly the inner stream's.
 

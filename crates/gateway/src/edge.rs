@@ -263,7 +263,7 @@ mod tests {
         add_layer_headers(direct.headers_mut(), &origin_less_cors_headers(&cors).unwrap());
 
         // Assert (the router adds `Content-Length` for a body of known size
-        // itself; on the direct path hyper's server writes the same header)
+        // itself; on the direct path the server (`common_http::serve`) writes the same header)
         let mut via_layers = via_layers.headers().clone();
         assert_eq!(via_layers.remove(header::CONTENT_LENGTH), Some(HeaderValue::from_static("0")));
         assert_eq!(direct.headers(), &via_layers);

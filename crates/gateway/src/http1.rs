@@ -18,9 +18,9 @@
 //! - `Content-Length` must be digits, and every copy of it the same value;
 //! - a response with both `Transfer-Encoding` and `Content-Length` is refused
 //!   (RFC 9112 §6.3 calls it a likely smuggling attempt);
-//! - a chunked body's sizes are hex that fits 64 bits, its lines end in
-//!   CRLF, its extensions and trailers are bounded, and after the last chunk
-//!   nothing is read as body;
+//! - a chunked body is decoded by [`common_http::chunked`] (sizes that fit
+//!   64 bits, CRLF line ends, bounded extensions and trailers, nothing after
+//!   the last chunk read as body);
 //! - `HEAD`, `204` and `304` responses have no body whatever their headers say;
 //!   interim `1xx` responses are skipped; `101` is refused (the proxy never
 //!   asks for an upgrade: `Upgrade` is a hop-by-hop header it removes).
@@ -33,7 +33,8 @@ use std::mem::MaybeUninit;
 
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Method, Response, StatusCode, Version};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
+pub use common_http::chunked::{ChunkedDecoder, ChunkedError, Decoded, LAST_CHUNK, encode_chunk};
 
 /// The largest response head accepted (status line and fields).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -43,10 +44,6 @@ pub const MAX_HEADERS: usize = 100;
 /// adds (`nosniff`, `Cache-Control`, up to four rate-limit fields), so
 /// adding them does not grow and rehash the map.
 const RESPONSE_HEADROOM: usize = 8;
-/// The longest chunk-size line (size and extensions) accepted.
-const MAX_CHUNK_LINE: usize = 4096;
-/// The most trailer bytes skipped after a chunked body.
-const MAX_TRAILERS: usize = 16 * 1024;
 
 /// A response the proxy cannot frame safely.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -59,8 +56,8 @@ pub enum ProtocolError {
     ContentLength,
     #[error("a response with both Transfer-Encoding and Content-Length")]
     AmbiguousLength,
-    #[error("malformed chunked body")]
-    Chunked,
+    #[error(transparent)]
+    Chunked(#[from] ChunkedError),
     #[error("a 101 Switching Protocols response to a request that asked for no upgrade")]
     UnexpectedUpgrade,
 }
@@ -119,16 +116,6 @@ fn put_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends one chunk of a chunked request body (`data` must not be empty:
-/// an empty chunk is the end).
-pub fn encode_chunk(out: &mut Vec<u8>, data: &[u8]) {
-    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// The end of a chunked request body: the last chunk, no trailers.
-pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// Where a response body ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -280,124 +267,6 @@ impl FramingFields {
     }
 }
 
-/// What [`ChunkedDecoder::decode`] found in the buffer.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Decoded {
-    /// Body bytes.
-    Data(Bytes),
-    /// The buffer ends mid-frame: read more.
-    NeedMore,
-    /// The last chunk and the trailers have been read.
-    Done,
-}
-
-/// Decodes a chunked body incrementally, from a buffer that more bytes are
-/// appended to between calls.
-#[derive(Debug, Default)]
-pub struct ChunkedDecoder {
-    state: ChunkState,
-    trailer_bytes: usize,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum ChunkState {
-    /// Expecting a chunk-size line.
-    #[default]
-    Size,
-    /// Inside a chunk, this many bytes left.
-    Data(u64),
-    /// Expecting the CRLF after a chunk's data.
-    DataEnd,
-    /// After the last chunk: trailer lines up to an empty one.
-    Trailers,
-    Done,
-}
-
-impl ChunkedDecoder {
-    /// Whether the whole body has been decoded.
-    pub fn is_done(&self) -> bool {
-        self.state == ChunkState::Done
-    }
-
-    /// Takes the next piece of the body from the front of `buf`.
-    ///
-    /// # Errors
-    /// The body is not valid chunked coding, or its lines are too long.
-    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ProtocolError> {
-        loop {
-            match self.state {
-                ChunkState::Size => {
-                    let Some(line) = take_line(buf, MAX_CHUNK_LINE)? else {
-                        return Ok(Decoded::NeedMore);
-                    };
-                    let size = chunk_size(&line)?;
-                    self.state = if size == 0 { ChunkState::Trailers } else { ChunkState::Data(size) };
-                }
-                ChunkState::Data(left) => {
-                    if buf.is_empty() {
-                        return Ok(Decoded::NeedMore);
-                    }
-                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-                    let data = buf.split_to(n).freeze();
-                    let left = left - n as u64;
-                    self.state = if left == 0 { ChunkState::DataEnd } else { ChunkState::Data(left) };
-                    return Ok(Decoded::Data(data));
-                }
-                ChunkState::DataEnd => {
-                    if buf.len() < 2 {
-                        return Ok(Decoded::NeedMore);
-                    }
-                    if &buf[..2] != b"\r\n" {
-                        return Err(ProtocolError::Chunked);
-                    }
-                    let _ = buf.split_to(2);
-                    self.state = ChunkState::Size;
-                }
-                ChunkState::Trailers => {
-                    let Some(line) = take_line(buf, MAX_TRAILERS.saturating_sub(self.trailer_bytes))? else {
-                        return Ok(Decoded::NeedMore);
-                    };
-                    // Trailers are not forwarded: the gateway removes
-                    // `Trailer` and `TE` like any hop-by-hop field.
-                    self.trailer_bytes += line.len() + 2;
-                    if line.is_empty() {
-                        self.state = ChunkState::Done;
-                    }
-                }
-                ChunkState::Done => return Ok(Decoded::Done),
-            }
-        }
-    }
-}
-
-/// Removes one CRLF-terminated line from the front of `buf` and returns it
-/// without the CRLF; `None` if no line end is in the buffer yet.
-fn take_line(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, ProtocolError> {
-    let Some(end) = buf.iter().take(max.saturating_add(2)).position(|b| *b == b'\n') else {
-        return if buf.len() >= max.saturating_add(2) { Err(ProtocolError::Chunked) } else { Ok(None) };
-    };
-    if end == 0 || buf[end - 1] != b'\r' {
-        return Err(ProtocolError::Chunked);
-    }
-    let mut line = buf.split_to(end + 1);
-    line.truncate(end - 1);
-    Ok(Some(line))
-}
-
-/// `chunk-size [ chunk-ext ]`: hex digits, then nothing or extensions
-/// (`;name=value`, ignored as RFC 9112 §7.1.1 allows).
-fn chunk_size(line: &[u8]) -> Result<u64, ProtocolError> {
-    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 || digits > 16 {
-        return Err(ProtocolError::Chunked);
-    }
-    let rest = line[digits..].trim_ascii_start();
-    if !rest.is_empty() && rest[0] != b';' {
-        return Err(ProtocolError::Chunked);
-    }
-    let hex = std::str::from_utf8(&line[..digits]).map_err(|_| ProtocolError::Chunked)?;
-    u64::from_str_radix(hex, 16).map_err(|_| ProtocolError::Chunked)
-}
 
 #[cfg(test)]
 mod tests {
@@ -539,54 +408,4 @@ mod tests {
         assert!(!keep("HTTP/1.1 200 OK\r\n\r\n"), "a body that ends at the close");
     }
 
-    /// Decodes `input` fed in pieces of `step` bytes.
-    fn decode_all(input: &[u8], step: usize) -> Result<(Vec<u8>, BytesMut), ProtocolError> {
-        let mut decoder = ChunkedDecoder::default();
-        let mut buf = BytesMut::new();
-        let mut body = Vec::new();
-        let mut fed = 0;
-        loop {
-            match decoder.decode(&mut buf)? {
-                Decoded::Data(data) => body.extend_from_slice(&data),
-                Decoded::Done => return Ok((body, buf)),
-                Decoded::NeedMore if fed == input.len() => return Err(ProtocolError::Chunked),
-                Decoded::NeedMore => {
-                    let end = (fed + step).min(input.len());
-                    buf.extend_from_slice(&input[fed..end]);
-                    fed = end;
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn a_chunked_body_decodes_whole_however_it_is_split() {
-        let input = b"5;name=value\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Trailer: t\r\n\r\nNEXT";
-        for step in [1, 2, 3, 7, input.len()] {
-            let (body, rest) = decode_all(input, step).unwrap();
-            assert_eq!(body, b"helloabcdefghijklmnopqrstuvwxyz", "step {step}");
-            if step == input.len() {
-                assert_eq!(&rest[..], b"NEXT", "nothing after the body is taken as body");
-            }
-        }
-    }
-
-    #[test]
-    fn malformed_chunked_bodies_are_refused() {
-        for input in [
-            &b"x\r\nhello\r\n0\r\n\r\n"[..],
-            b"5\nhello\r\n0\r\n\r\n",
-            b"5\r\nhelloXX0\r\n\r\n",
-            b"-5\r\nhello\r\n0\r\n\r\n",
-            b"5 garbage\r\nhello\r\n0\r\n\r\n",
-            b"10000000000000000\r\n",
-            b"\r\n",
-        ] {
-            assert_eq!(decode_all(input, 3).unwrap_err(), ProtocolError::Chunked, "{}", String::from_utf8_lossy(input));
-        }
-        let long_extension = format!("5;{}\r\nhello\r\n0\r\n\r\n", "e".repeat(MAX_CHUNK_LINE));
-        assert_eq!(decode_all(long_extension.as_bytes(), 512).unwrap_err(), ProtocolError::Chunked);
-        let endless_trailers = format!("0\r\n{}", "X-T: v\r\n".repeat(MAX_TRAILERS));
-        assert_eq!(decode_all(endless_trailers.as_bytes(), 4096).unwrap_err(), ProtocolError::Chunked);
-    }
 }

@@ -1,0 +1,763 @@
+//! One HTTP/1.1 connection, served: request heads parsed with httparse,
+//! bodies framed by `Content-Length` or chunked coding, responses written
+//! with their framing, keep-alive and pipelining, the header read timeout,
+//! and graceful shutdown.
+//!
+//! # Why not hyper's server
+//!
+//! Profiled under the gateway's load (`bench/callgrind.sh`), hyper's HTTP/1
+//! server was the largest single cost of a proxied request left in user
+//! space: its generic role machinery parses into and encodes from its own
+//! structures, and its dispatcher drives every connection through a state
+//! machine built for everything HTTP/1 can do (upgrades, trailers, body
+//! channels, `Expect` negotiated lazily). A connection of these services
+//! needs much less: read a head, call the service, write the response, loop.
+//! The request's own task does all of it; a request without a body (every
+//! `GET`) allocates nothing here but its header map.
+//!
+//! # What a connection does
+//!
+//! - It waits at most the header read timeout for each request head, counted
+//!   from when it starts waiting (after accepting, and after each response),
+//!   then closes without an answer. While it waits with nothing buffered, a
+//!   shutdown closes it at once.
+//! - A head over [`MAX_HEAD`] bytes or [`MAX_FIELDS`] fields gets a JSON 431;
+//!   a malformed one, an invalid `Content-Length`, `Transfer-Encoding` that
+//!   does not end in `chunked` (or on HTTP/1.0), or both framing fields (the
+//!   smuggling shape of RFC 9112 §6.3), a JSON 400; other transfer codings a
+//!   JSON 501. Each such answer closes the connection.
+//! - A request body is read by the service through [`RequestBody`], straight
+//!   from the connection's buffer. `Expect: 100-continue` is answered before
+//!   the service is called. A body the service did not read is drained (up
+//!   to [`DRAIN_LIMIT`] bytes) so the connection can be reused, else the
+//!   connection is closed.
+//! - A response body of known size is sent with `Content-Length`, one of
+//!   unknown size chunked (or, to an HTTP/1.0 client, until the close).
+//!   `HEAD`, `204` and `304` responses carry no body. `Date` is added.
+//! - A connection is kept alive unless the client says `Connection: close`
+//!   (or speaks HTTP/1.0 without `keep-alive`), the response says so, a body
+//!   could not be framed or drained, or the server is shutting down.
+//! - Closing after an answer is a "lingering" close: the write side is shut
+//!   down, then what the client still sends is read and dropped for a
+//!   moment, so unread request bytes do not turn the close into a reset
+//!   that destroys the answer before the client reads it.
+
+use std::convert::Infallible;
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::response::{IntoResponse as _, Response};
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, StatusCode, Uri, Version};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tower::{Service, ServiceExt as _};
+
+use super::ServedOverTls;
+use crate::chunked::{self, ChunkedDecoder, ChunkedError, Decoded};
+use crate::error::ApiError;
+
+/// The largest request head accepted (request line and fields).
+pub const MAX_HEAD: usize = 64 * 1024;
+/// The most header fields a request head may have.
+pub const MAX_FIELDS: usize = 100;
+/// The most bytes of a request body the service did not read that are read
+/// and dropped to keep the connection; a larger rest closes it.
+pub const DRAIN_LIMIT: u64 = 256 * 1024;
+/// How long draining an unread body, or a lingering close, may take.
+const DRAIN_TIME: Duration = Duration::from_secs(1);
+/// Room left in a request's header map for the fields a service adds (the
+/// gateway adds up to ten before forwarding), so it grows at most once.
+const HEADROOM: usize = 12;
+/// How much is read from the socket at a time.
+const READ_SIZE: usize = 8 * 1024;
+/// A response body frame this large is written on its own rather than
+/// copied behind the head.
+const COPY_LIMIT: usize = 16 * 1024;
+
+/// What is known about a connection, put into each of its requests.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Peer {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+/// The reading side of a connection: the socket and what has been read from it.
+struct Reader {
+    io: Box<dyn AsyncRead + Send + Unpin>,
+    buf: BytesMut,
+}
+
+impl Reader {
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.buf.reserve(READ_SIZE);
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+}
+
+/// Serves the connection `io` until it closes, times out, fails, or
+/// `shutdown` ends it between requests.
+pub(super) async fn serve_connection<IO, S>(
+    io: IO,
+    mut service: S,
+    peer: Peer,
+    header_read_timeout: Duration,
+    shutdown: CancellationToken,
+) where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    S: Service<Request<RequestBody>, Response = Response, Error = Infallible>,
+{
+    let (read, mut write) = tokio::io::split(io);
+    let mut reader = Reader { io: Box::new(read), buf: BytesMut::with_capacity(READ_SIZE) };
+    let mut out = Vec::with_capacity(1024);
+    // Made once per connection: the timer is re-armed, the shutdown waiter
+    // registered once, instead of both being set up again for every request.
+    let mut deadline = pin!(tokio::time::sleep(header_read_timeout));
+    let mut shutting_down = pin!(shutdown.cancelled());
+    loop {
+        let head = match read_head(&mut reader, deadline.as_mut(), header_read_timeout, shutting_down.as_mut()).await {
+            HeadRead::Head(head) => head,
+            HeadRead::Closed => return,
+            HeadRead::Refused(status, message) => {
+                let response = ApiError::new(status, message).into_response();
+                if write_response(&mut write, &mut out, response, false, Version::HTTP_11, false).await.is_ok() {
+                    linger(&mut write, Some(reader)).await;
+                }
+                return;
+            }
+        };
+        let RequestHead { request, framing, keep_alive, expect_continue } = head;
+        let head_only = request.method() == Method::HEAD;
+        let version = request.version();
+        let (body, kept, returned) = match framing {
+            Framing::Empty => (RequestBody::empty(), Some(reader), None),
+            Framing::Length(_) | Framing::Chunked => {
+                if expect_continue && write.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+                    return;
+                }
+                let (tx, rx) = oneshot::channel();
+                (RequestBody::streaming(reader, framing, tx), None, Some(rx))
+            }
+        };
+        let mut request = request.map(|()| body);
+        request.extensions_mut().insert(ConnectInfo(peer.addr));
+        if peer.tls {
+            request.extensions_mut().insert(ServedOverTls);
+        }
+        let Ok(ready) = service.ready().await;
+        let Ok(response) = ready.call(request).await;
+        let keep_alive = keep_alive && !shutdown.is_cancelled();
+        let Ok(keep_alive) = write_response(&mut write, &mut out, response, head_only, version, keep_alive).await
+        else {
+            return;
+        };
+        reader = match (kept, returned) {
+            (Some(reader), _) => reader,
+            (None, Some(rx)) => match rx.await {
+                Ok(Returned { reader, rest: None }) => reader,
+                Ok(Returned { reader, rest: Some(rest) }) if keep_alive => match drain(reader, rest).await {
+                    Some(reader) => reader,
+                    None => {
+                        let _ = write.shutdown().await;
+                        return;
+                    }
+                },
+                Ok(Returned { reader, rest: Some(_) }) => {
+                    linger(&mut write, Some(reader)).await;
+                    return;
+                }
+                // The body failed (the client broke its framing or went
+                // away): the connection's byte stream is lost.
+                Err(_) => {
+                    let _ = write.shutdown().await;
+                    return;
+                }
+            },
+            (None, None) => return,
+        };
+        if !keep_alive {
+            linger(&mut write, Some(reader)).await;
+            return;
+        }
+    }
+}
+
+/// What waiting for a request head ended with.
+// Returned once per request and matched at once: boxing the head would cost
+// an allocation per request to save a move.
+#[allow(clippy::large_enum_variant)]
+enum HeadRead {
+    Head(RequestHead),
+    /// The client closed, the header read timeout ran out, or shutdown.
+    Closed,
+    /// Answer this and close.
+    Refused(StatusCode, &'static str),
+}
+
+async fn read_head(
+    reader: &mut Reader,
+    mut deadline: Pin<&mut tokio::time::Sleep>,
+    timeout: Duration,
+    mut shutting_down: Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
+) -> HeadRead {
+    let mut armed = false;
+    loop {
+        if !reader.buf.is_empty() {
+            match parse_request_head(&mut reader.buf) {
+                Ok(Some(head)) => return HeadRead::Head(head),
+                Ok(None) => {}
+                Err(HeadError(status, message)) => return HeadRead::Refused(status, message),
+            }
+        }
+        if !armed {
+            deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
+            armed = true;
+        }
+        let idle = reader.buf.is_empty();
+        let read = std::future::poll_fn(|cx| {
+            if idle && shutting_down.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            reader.poll_fill(cx).map(Some)
+        })
+        .await;
+        match read {
+            Some(Ok(n)) if n > 0 => {}
+            // EOF, an error, the timeout or shutdown: nothing to answer.
+            _ => return HeadRead::Closed,
+        }
+    }
+}
+
+/// How a request body is framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+}
+
+/// A parsed request head.
+struct RequestHead {
+    request: Request<()>,
+    framing: Framing,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+/// A request head that is refused, with the answer.
+#[derive(Debug, PartialEq, Eq)]
+struct HeadError(StatusCode, &'static str);
+
+impl HeadError {
+    fn bad(message: &'static str) -> Self {
+        Self(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+/// Parses the request head at the front of `buf`, removing it. `Ok(None)`:
+/// not complete yet.
+fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadError> {
+    let too_large = HeadError(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "Request header fields too large");
+    // Uninitialised slots: httparse fills only as many as the head has.
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut parsed, buf, &mut fields)
+    {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(too_large),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(too_large),
+        Err(_) => return Err(HeadError::bad("Malformed request")),
+    };
+    if len > MAX_HEAD {
+        return Err(too_large);
+    }
+    let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
+        .map_err(|_| HeadError::bad("Malformed request method"))?;
+    let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    let base = buf.as_ptr() as usize;
+    let span = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        (start, start + s.len())
+    };
+    let target = span(parsed.path.unwrap_or_default().as_bytes());
+    let mut framing = FramingFields::default();
+    let mut spans: Vec<(HeaderName, (usize, usize))> = Vec::with_capacity(parsed.headers.len());
+    for field in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::bad("Malformed header name"))?;
+        framing.note(&name, field.value)?;
+        spans.push((name, span(field.value)));
+    }
+    let head = buf.split_to(len).freeze();
+    let uri = Uri::from_maybe_shared(head.slice(target.0..target.1))
+        .map_err(|_| HeadError::bad("Malformed request target"))?;
+    let mut headers = HeaderMap::with_capacity(spans.len() + HEADROOM);
+    for (name, (start, end)) in spans {
+        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+            .map_err(|_| HeadError::bad("Malformed header value"))?;
+        headers.append(name, value);
+    }
+    let body = framing.body(version)?;
+    let keep_alive = !framing.close && (version == Version::HTTP_11 || framing.keep_alive);
+    let expect_continue = framing.expect_continue && version == Version::HTTP_11;
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    Ok(Some(RequestHead { request, framing: body, keep_alive, expect_continue }))
+}
+
+/// What a request's fields say about its framing and its connection.
+#[derive(Default)]
+struct FramingFields {
+    content_length: Option<u64>,
+    /// `Transfer-Encoding` codings seen: whether any, whether the last is
+    /// `chunked`, whether any other coding was named.
+    transfer_encoding: bool,
+    chunked_last: bool,
+    other_coding: bool,
+    close: bool,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+impl FramingFields {
+    fn note(&mut self, name: &HeaderName, value: &[u8]) -> Result<(), HeadError> {
+        if name == header::CONTENT_LENGTH {
+            // A field may repeat, or list the value more than once: every
+            // value must be the same run of digits.
+            for item in value.split(|b| *b == b',') {
+                let item = item.trim_ascii();
+                if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
+                    return Err(HeadError::bad("Invalid Content-Length"));
+                }
+                let n = item.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+                if self.content_length.is_some_and(|seen| seen != n) {
+                    return Err(HeadError::bad("Invalid Content-Length"));
+                }
+                self.content_length = Some(n);
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            for coding in value.split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|c| !c.is_empty()) {
+                self.transfer_encoding = true;
+                // A coding after `chunked` (or `chunked` twice) is as bad as
+                // one that is not chunked at all.
+                self.other_coding |= self.chunked_last;
+                self.chunked_last = coding.eq_ignore_ascii_case(b"chunked");
+                self.other_coding |= !self.chunked_last;
+            }
+        } else if name == header::CONNECTION {
+            for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name == header::EXPECT {
+            self.expect_continue |= value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        }
+        Ok(())
+    }
+
+    /// RFC 9112 §6.3, for a request.
+    fn body(&self, version: Version) -> Result<Framing, HeadError> {
+        if self.transfer_encoding {
+            if self.content_length.is_some() {
+                return Err(HeadError::bad("Both Content-Length and Transfer-Encoding are set"));
+            }
+            if version == Version::HTTP_10 {
+                return Err(HeadError::bad("Transfer-Encoding is not allowed in HTTP/1.0"));
+            }
+            if !self.chunked_last {
+                return Err(HeadError::bad("Transfer-Encoding must end with chunked"));
+            }
+            if self.other_coding {
+                return Err(HeadError(StatusCode::NOT_IMPLEMENTED, "Transfer coding not supported"));
+            }
+            return Ok(Framing::Chunked);
+        }
+        Ok(match self.content_length {
+            None | Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+        })
+    }
+}
+
+/// A request's body, read from the connection as the service asks for it.
+/// A request without one (most) holds nothing.
+pub struct RequestBody {
+    streaming: Option<Streaming>,
+}
+
+struct Streaming {
+    /// `None` once the body has ended or failed.
+    reader: Option<Reader>,
+    state: BodyState,
+    returned: Option<oneshot::Sender<Returned>>,
+}
+
+/// Where a body is.
+#[derive(Debug)]
+enum BodyState {
+    /// This many bytes left.
+    Length(u64),
+    Chunked(ChunkedDecoder),
+}
+
+/// The reader, given back to the connection when the body ends or is
+/// dropped; `rest` is what was left unread.
+struct Returned {
+    reader: Reader,
+    rest: Option<BodyState>,
+}
+
+/// A request body that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("reading the request body: {0}")]
+    Io(#[from] io::Error),
+    #[error("the client closed the connection before the end of the request body")]
+    Incomplete,
+    #[error(transparent)]
+    Chunked(#[from] ChunkedError),
+}
+
+impl RequestBody {
+    /// No body.
+    pub fn empty() -> Self {
+        Self { streaming: None }
+    }
+
+    fn streaming(reader: Reader, framing: Framing, returned: oneshot::Sender<Returned>) -> Self {
+        let state = match framing {
+            Framing::Chunked => BodyState::Chunked(ChunkedDecoder::default()),
+            Framing::Length(n) => BodyState::Length(n),
+            Framing::Empty => BodyState::Length(0),
+        };
+        Self { streaming: Some(Streaming { reader: Some(reader), state, returned: Some(returned) }) }
+    }
+}
+
+impl Streaming {
+    /// The next piece of the body from what has been read.
+    fn take_buffered(&mut self) -> Result<Decoded, ChunkedError> {
+        let Some(reader) = &mut self.reader else { return Ok(Decoded::Done) };
+        let buf = &mut reader.buf;
+        Ok(match &mut self.state {
+            BodyState::Length(0) => Decoded::Done,
+            BodyState::Length(_) if buf.is_empty() => Decoded::NeedMore,
+            BodyState::Length(left) => {
+                let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
+                *left -= n as u64;
+                Decoded::Data(buf.split_to(n).freeze())
+            }
+            BodyState::Chunked(decoder) => decoder.decode(buf)?,
+        })
+    }
+
+    fn is_end(&self) -> bool {
+        self.reader.is_none() || matches!(self.state, BodyState::Length(0))
+    }
+
+    /// The body has ended: the connection gets its reader back.
+    fn finish(&mut self) {
+        if let (Some(reader), Some(returned)) = (self.reader.take(), self.returned.take()) {
+            let _ = returned.send(Returned { reader, rest: None });
+        }
+    }
+
+    /// The body failed: the reader is dropped, and the connection closes.
+    fn fail(&mut self, e: BodyError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.reader = None;
+        self.returned = None;
+        Poll::Ready(Some(Err(e)))
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        loop {
+            match self.take_buffered() {
+                Ok(Decoded::Data(data)) => {
+                    if self.is_end() {
+                        // The last bytes: the connection can read the next
+                        // request before the service even looks at them.
+                        self.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Decoded::Done) => {
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(Decoded::NeedMore) => {}
+                Err(e) => return self.fail(e.into()),
+            }
+            let Some(reader) = &mut self.reader else { return Poll::Ready(None) };
+            match ready!(reader.poll_fill(cx)) {
+                Ok(0) => return self.fail(BodyError::Incomplete),
+                Ok(_) => {}
+                Err(e) => return self.fail(e.into()),
+            }
+        }
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        // Dropped unread (a service that answered without the body): the
+        // connection decides whether to drain the rest or close.
+        if let (Some(reader), Some(returned)) = (self.reader.take(), self.returned.take()) {
+            let rest = std::mem::replace(&mut self.state, BodyState::Length(0));
+            let _ = returned.send(Returned { reader, rest: Some(rest) });
+        }
+    }
+}
+
+impl HttpBody for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match &mut self.get_mut().streaming {
+            None => Poll::Ready(None),
+            Some(streaming) => streaming.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.streaming.as_ref().is_none_or(Streaming::is_end)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.streaming {
+            None => SizeHint::with_exact(0),
+            Some(s) if s.reader.is_none() => SizeHint::with_exact(0),
+            Some(Streaming { state: BodyState::Length(n), .. }) => SizeHint::with_exact(*n),
+            Some(Streaming { state: BodyState::Chunked(_), .. }) => SizeHint::default(),
+        }
+    }
+}
+
+/// Reads and drops what is left of a body the service did not read, within
+/// [`DRAIN_LIMIT`] and [`DRAIN_TIME`]; the reader back if the body ended.
+async fn drain(reader: Reader, rest: BodyState) -> Option<Reader> {
+    if matches!(rest, BodyState::Length(n) if n > DRAIN_LIMIT) {
+        return None;
+    }
+    let (tx, mut rx) = oneshot::channel();
+    let mut body = Streaming { reader: Some(reader), state: rest, returned: Some(tx) };
+    let mut drained = 0u64;
+    let drained_whole = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(frame) = std::future::poll_fn(|cx| body.poll_frame(cx)).await {
+            let data = frame.ok()?.into_data().unwrap_or_default();
+            drained += data.len() as u64;
+            if drained > DRAIN_LIMIT {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    drop(body);
+    match (drained_whole, rx.try_recv()) {
+        (Ok(Some(())), Ok(Returned { reader, rest: None })) => Some(reader),
+        _ => None,
+    }
+}
+
+/// Closes after an answer without losing it: shuts the write side down,
+/// then reads and drops what the client still sends, briefly.
+async fn linger<W: AsyncWrite + Unpin>(write: &mut W, reader: Option<Reader>) {
+    if write.shutdown().await.is_err() {
+        return;
+    }
+    let Some(mut reader) = reader else { return };
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut dropped = 0usize;
+        loop {
+            reader.buf.clear();
+            match reader.io.read_buf(&mut reader.buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => dropped += n,
+            }
+            if dropped as u64 > DRAIN_LIMIT {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
+/// How a response body is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ResponseFraming {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// Writes `response` to a request of `version` (a `HEAD` request if
+/// `head_only`) and returns whether the connection can carry another request.
+async fn write_response<W: AsyncWrite + Unpin>(
+    write: &mut W,
+    out: &mut Vec<u8>,
+    response: Response,
+    head_only: bool,
+    version: Version,
+    keep_alive: bool,
+) -> io::Result<bool> {
+    let (mut parts, mut body) = response.into_parts();
+    let status = parts.status;
+    let headers = &mut parts.headers;
+    let exact = body.size_hint().exact();
+    let mut keep_alive = keep_alive && !says_close(headers);
+    headers.remove(header::TRANSFER_ENCODING);
+    let bodiless_status =
+        status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let framing = if bodiless_status {
+        if status != StatusCode::NOT_MODIFIED {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        ResponseFraming::None
+    } else if let Some(n) = exact {
+        if !head_only || (n > 0 && !headers.contains_key(header::CONTENT_LENGTH)) {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        if head_only { ResponseFraming::None } else { ResponseFraming::Length(n) }
+    } else if head_only {
+        ResponseFraming::None
+    } else if let Some(n) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()) {
+        ResponseFraming::Length(n)
+    } else {
+        headers.remove(header::CONTENT_LENGTH);
+        if version == Version::HTTP_10 {
+            keep_alive = false;
+            ResponseFraming::UntilClose
+        } else {
+            headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+            ResponseFraming::Chunked
+        }
+    };
+    if !keep_alive && !headers.contains_key(header::CONNECTION) {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    } else if keep_alive && version == Version::HTTP_10 {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+    }
+    if !headers.contains_key(header::DATE) {
+        headers.insert(header::DATE, date_now());
+    }
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers.iter() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if framing == ResponseFraming::None {
+        write.write_all(out).await?;
+        return Ok(keep_alive);
+    }
+    let mut left = match framing {
+        ResponseFraming::Length(n) => n,
+        _ => u64::MAX,
+    };
+    loop {
+        // What the body has ready goes out with what is already encoded;
+        // before waiting for more, that is written.
+        let frame = {
+            let mut next = pin!(std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)));
+            match std::future::poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx))).await {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    write.write_all(out).await?;
+                    out.clear();
+                    next.await
+                }
+            }
+        };
+        let data = match frame {
+            None => break,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                // Trailers are not sent.
+                Err(_) => continue,
+            },
+            Some(Err(e)) => {
+                // Cut short: what was written cannot be taken back, and the
+                // client must see that the body is incomplete.
+                tracing::debug!(error = %e, "response body failed");
+                write.write_all(out).await?;
+                return Ok(false);
+            }
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if matches!(framing, ResponseFraming::Length(_)) && data.len() as u64 > left {
+            // More than the declared length: never sent, and the connection
+            // is closed after what was promised.
+            write.write_all(out).await?;
+            return Ok(false);
+        }
+        match framing {
+            ResponseFraming::Chunked => chunked::encode_chunk(out, &data),
+            _ if data.len() > COPY_LIMIT => {
+                write.write_all(out).await?;
+                out.clear();
+                write.write_all(&data).await?;
+            }
+            _ => out.extend_from_slice(&data),
+        }
+        left = left.saturating_sub(data.len() as u64);
+    }
+    match framing {
+        ResponseFraming::Chunked => out.extend_from_slice(chunked::LAST_CHUNK),
+        // Fewer bytes than declared: the client waits for the rest until the close.
+        ResponseFraming::Length(_) if left > 0 => keep_alive = false,
+        ResponseFraming::UntilClose => keep_alive = false,
+        _ => {}
+    }
+    write.write_all(out).await?;
+    Ok(keep_alive)
+}
+
+fn says_close(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes().split(|b| *b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+    })
+}
+
+/// The `Date` field: the current second, formatted once per second per thread.
+fn date_now() -> HeaderValue {
+    thread_local! {
+        static CACHED: std::cell::RefCell<(u64, HeaderValue)> =
+            const { std::cell::RefCell::new((u64::MAX, HeaderValue::from_static(""))) };
+    }
+    let now = std::time::SystemTime::now();
+    let second = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != second {
+            let text = httpdate::fmt_http_date(now);
+            *cached = (second, HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("")));
+        }
+        cached.1.clone()
+    })
+}
