@@ -1,18 +1,21 @@
-//! The gateway's request-header sanitising (`gateway::proxy`):
-//! `remove_hop_by_hop` (RFC 9110 §7.6.1, including every header the client's
-//! `Connection` header names) and `strip_identity_headers` (every header a
-//! client could use to claim an identity or a forwarding path).
+//! The gateway's header sanitising (`gateway::proxy`): `remove_hop_by_hop`
+//! (responses: RFC 9110 §7.6.1, including every header the `Connection`
+//! header names) and `ForwardFilter` (requests: the fields forwarded).
 //!
-//! Input: header lines `name: value`, separated by `\n` (lines that are not
-//! a valid header name and value are skipped).
+//! Input: a first byte (odd: the route forwards credentials), then header
+//! lines `name: value`, separated by `\n` (lines that are not a valid header
+//! name and value are skipped).
 //!
-//! Invariants, after both functions:
-//! - no hop-by-hop header and no header named in any `Connection` value is left;
-//! - no `x-user-*`, `x-gateway-*`, `x-forwarded-*`, `forwarded`, `x-real-ip`;
-//! - every other header is left, with all its values in order.
+//! Invariants:
+//! - after `remove_hop_by_hop`, no hop-by-hop header and no header named in
+//!   any `Connection` value is left, and every other header is, with all its
+//!   values in order;
+//! - `ForwardFilter` forwards exactly the rest minus `Host`, `x-user-*`,
+//!   `x-gateway-*`, `x-forwarded-*`, `forwarded`, `x-real-ip`, and
+//!   `Authorization`/`Cookie` unless the route forwards credentials.
 #![no_main]
 
-use gateway::proxy::{remove_hop_by_hop, strip_identity_headers};
+use gateway::proxy::{ForwardFilter, remove_hop_by_hop};
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use libfuzzer_sys::fuzz_target;
 
@@ -37,6 +40,10 @@ fn spoofable(n: &str) -> bool {
 }
 
 fuzz_target!(|data: &[u8]| {
+    let Some((&flags, data)) = data.split_first() else {
+        return;
+    };
+    let forward_credentials = flags & 1 == 1;
     let mut headers = HeaderMap::new();
     for line in data.split(|&b| b == b'\n') {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
@@ -58,18 +65,27 @@ fuzz_target!(|data: &[u8]| {
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
 
-    remove_hop_by_hop(&mut headers);
-    strip_identity_headers(&mut headers);
+    let filter = ForwardFilter::new(&before, forward_credentials);
+    for name in before.keys() {
+        let n = name.as_str();
+        let credential = n == "authorization" || n == "cookie";
+        let dropped = HOP_BY_HOP.contains(&n)
+            || named.contains(name)
+            || spoofable(n)
+            || n == "host"
+            || (credential && !forward_credentials);
+        assert_eq!(filter.forwards(name), !dropped, "{n} (credentials forwarded: {forward_credentials})");
+    }
 
+    remove_hop_by_hop(&mut headers);
     for name in headers.keys() {
         let n = name.as_str();
         assert!(!HOP_BY_HOP.contains(&n), "hop-by-hop header {n} left");
         assert!(!named.contains(name), "{n} was named in Connection but left");
-        assert!(!spoofable(n), "identity header {n} left");
     }
     for name in before.keys() {
         let n = name.as_str();
-        if HOP_BY_HOP.contains(&n) || named.contains(name) || spoofable(n) {
+        if HOP_BY_HOP.contains(&n) || named.contains(name) {
             continue;
         }
         let want: Vec<&HeaderValue> = before.get_all(name).iter().collect();

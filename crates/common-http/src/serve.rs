@@ -71,8 +71,8 @@ use crate::write_batching::BatchedWrites;
 
 mod connection;
 
-use connection::{Peer, serve_connection};
 pub use connection::{BodyError, DRAIN_LIMIT, MAX_FIELDS, MAX_HEAD, RequestBody};
+use connection::{Peer, serve_connection};
 
 /// Where a service accepts connections: a bound TCP listener, serving plain
 /// HTTP, or HTTPS with a [`ServerTls`]. A bare [`TcpListener`] converts into

@@ -74,28 +74,26 @@ pub enum RequestFraming {
 }
 
 /// Appends the request head to `out`: the request line with `target` (the
-/// origin form, `/path?query`), every field of `headers` but the framing ones,
-/// `Host` from `default_host` when `headers` has none, then the framing.
+/// origin form, `/path?query`), `Host: host`, each of `fields` but any `Host`
+/// or framing field among them (those are ours to write), then the framing.
 ///
 /// Header names and values are `http` types, which cannot hold CR or LF, so
 /// nothing here can split the head.
-pub fn encode_request_head(
+pub fn encode_request_head<'a>(
     out: &mut Vec<u8>,
     method: &Method,
     target: &str,
-    headers: &HeaderMap,
-    default_host: &HeaderValue,
+    host: &HeaderValue,
+    fields: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
     framing: RequestFraming,
 ) {
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    if !headers.contains_key(header::HOST) {
-        put_field(out, header::HOST.as_str(), default_host.as_bytes());
-    }
-    for (name, value) in headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+    put_field(out, header::HOST.as_str(), host.as_bytes());
+    for (name, value) in fields {
+        if name == header::HOST || name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
         }
         put_field(out, name.as_str(), value.as_bytes());
@@ -115,7 +113,6 @@ fn put_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
-
 
 /// Where a response body ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -267,7 +264,6 @@ impl FramingFields {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,33 +279,35 @@ mod tests {
     #[test]
     fn a_request_head_is_the_request_line_the_fields_and_our_framing() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, HeaderValue::from_static("users.internal"));
         headers.insert("x-user-id", HeaderValue::from_static("42"));
+        headers.insert(header::HOST, HeaderValue::from_static("ignored"));
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
         headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip"));
-        let default_host = HeaderValue::from_static("ignored");
+        let added = [(HeaderName::from_static("x-added"), HeaderValue::from_static("1"))];
+        let host = HeaderValue::from_static("users.internal");
+        let fields = headers.iter().chain(added.iter().map(|(n, v)| (n, v)));
         let mut out = Vec::new();
 
-        encode_request_head(&mut out, &Method::POST, "/a?b=c", &headers, &default_host, RequestFraming::Length(5));
+        encode_request_head(&mut out, &Method::POST, "/a?b=c", &host, fields, RequestFraming::Length(5));
 
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "POST /a?b=c HTTP/1.1\r\nhost: users.internal\r\nx-user-id: 42\r\ncontent-length: 5\r\n\r\n"
+            "POST /a?b=c HTTP/1.1\r\nhost: users.internal\r\nx-user-id: 42\r\nx-added: 1\r\ncontent-length: 5\r\n\r\n"
         );
     }
 
     #[test]
-    fn a_request_without_host_gets_the_upstreams_and_chunked_or_empty_framing() {
+    fn chunked_or_empty_framing_is_ours() {
         let default_host = HeaderValue::from_static("127.0.0.1:9000");
         let mut out = Vec::new();
-        encode_request_head(&mut out, &Method::PUT, "/", &HeaderMap::new(), &default_host, RequestFraming::Chunked);
+        encode_request_head(&mut out, &Method::PUT, "/", &default_host, &HeaderMap::new(), RequestFraming::Chunked);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "PUT / HTTP/1.1\r\nhost: 127.0.0.1:9000\r\ntransfer-encoding: chunked\r\n\r\n"
         );
         let mut out = Vec::new();
         let empty = RequestFraming::Empty { declared_zero: true };
-        encode_request_head(&mut out, &Method::POST, "/x", &HeaderMap::new(), &default_host, empty);
+        encode_request_head(&mut out, &Method::POST, "/x", &default_host, &HeaderMap::new(), empty);
         assert!(out.ends_with(b"content-length: 0\r\n\r\n"));
         let mut chunk = Vec::new();
         encode_chunk(&mut chunk, &[b'a'; 26]);
@@ -407,5 +405,4 @@ mod tests {
         assert!(keep("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"));
         assert!(!keep("HTTP/1.1 200 OK\r\n\r\n"), "a body that ends at the close");
     }
-
 }

@@ -3,9 +3,12 @@
 //! 1. [`request_filter`]: framing and method checks, path canonicalisation,
 //!    routing, per-IP rate limits, and on protected routes the access
 //!    token, CSRF and the per-user limit. It may answer the request itself.
-//! 2. [`rewrite_request`]: strip hop-by-hop and spoofable headers, drop
-//!    credentials the upstream must not see, add `X-Forwarded-*`, sign the
-//!    identity assertion, cap the body.
+//! 2. [`rewrite_request`]: decide which of the client's fields are
+//!    forwarded (no hop-by-hop or spoofable ones, no credentials the
+//!    upstream must not see: [`crate::proxy::ForwardFilter`]), add
+//!    `X-Forwarded-*`, sign the identity assertion, cap the body. The
+//!    changes are applied as the upstream head is encoded; the client's
+//!    header map is not edited.
 //! 3. [`send_upstream`]: the route's upstream pool ([`crate::upstream`]),
 //!    with a response timeout; failures are classified by origin (502
 //!    unreachable, 504 too slow).
@@ -24,8 +27,9 @@
 //! on every call; values that are the same for every request of a token
 //! (`X-User-ID`, `X-User-Email`) are built once, when the token is verified
 //! and cached ([`crate::keys`]); new header values take ownership of their
-//! buffer instead of copying it; the upstream URI reuses the route's parsed
-//! scheme and authority; a request body whose length hyper already bounds
+//! buffer instead of copying it; the forwarded request's fields are filtered
+//! and added while its head is encoded, not removed from and inserted into
+//! a header map (a hash and a probe each); a request body whose length the server already bounds
 //! (a `Content-Length` within the cap, or no body) is forwarded as is, and
 //! only a body of unknown length is wrapped in the counting limiter.
 
@@ -40,8 +44,7 @@ use axum::body::{Body, HttpBody as _};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::request::Parts;
-use axum::http::uri::{self, PathAndQuery};
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use common_http::ApiError;
 use common_http::cookies::{CSRF_COOKIE, cookie_value};
@@ -52,11 +55,11 @@ use crate::GatewayState;
 use crate::keys::{AuthorizationError, VerifiedToken};
 use crate::metrics::{Counted, CsrfFailure, RateLimitOutcome, TokenFailure, UpstreamErrorKind};
 use crate::path::canonical_path;
-use crate::proxy::{remove_hop_by_hop, strip_identity_headers};
+use crate::proxy::{ForwardFilter, remove_hop_by_hop};
 use crate::rate_limit::{Decision, Quota, ceil_secs, ip_key};
 use crate::request_id::{AccessLogFields, GatewayRequestId, access_log_enabled};
 use crate::routes::Route;
-use crate::upstream::UpstreamBody;
+use crate::upstream::{Forwarded, UpstreamBody};
 use common_http::client_ip::client_ip;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -86,7 +89,7 @@ pub struct ProxyCtx {
 struct Plan<'a> {
     route: &'a Route,
     /// The canonical path minus the stripped prefix, plus the query; moved
-    /// into the upstream URI once signed.
+    /// into the upstream request once signed.
     path_and_query: String,
     /// The verified access token, on protected routes.
     identity: Option<Arc<VerifiedToken>>,
@@ -389,45 +392,57 @@ fn check_csrf(state: &GatewayState, headers: &HeaderMap, session_id: &str) -> Re
     Ok(())
 }
 
+/// What phase 2 makes of a request: the client's request as it arrived
+/// (its header map untouched) and what the gateway changes, applied as the
+/// upstream head is encoded ([`crate::upstream::Forwarded`]).
+struct UpstreamRequest {
+    parts: Parts,
+    /// The origin form, `/path?query`, as signed.
+    target: String,
+    /// The route's `Host`, or `None` for the upstream's authority.
+    host: Option<HeaderValue>,
+    /// Which of the client's fields are forwarded.
+    filter: ForwardFilter,
+    /// The gateway's own fields: `X-Forwarded-*`, and the signed identity.
+    added: Vec<(HeaderName, HeaderValue)>,
+    body: Body,
+}
+
 /// Phase 2.
 fn rewrite_request(
     state: &GatewayState,
     ctx: &ProxyCtx,
-    mut parts: Parts,
+    parts: Parts,
     body: Body,
     plan: &mut Plan<'_>,
-) -> Result<axum::http::Request<Body>, Response> {
+) -> Result<UpstreamRequest, Response> {
     let config = state.config();
     let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large").into_response();
+    let headers = &parts.headers;
     let declared =
-        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > config.body_limit as u64) {
         return Err(too_large());
     }
-    let headers = &mut parts.headers;
-    // Room for what is added below, so the map grows (and rehashes) once at most.
-    headers.reserve(10);
-    let original_host = headers.remove(header::HOST);
-    remove_hop_by_hop(headers);
-    strip_identity_headers(headers);
-    if !plan.route.forward_credentials {
-        headers.remove(header::AUTHORIZATION);
-        headers.remove(header::COOKIE);
+    // The origin form goes into the request line as is: the server parsed it
+    // as a URI and the path passed `canonical_path`, but the line must not
+    // be splittable whatever those allow.
+    if plan.path_and_query.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(ApiError::bad_request("Invalid path").into_response());
     }
+    let filter = ForwardFilter::new(headers, plan.route.forward_credentials);
+    let mut added = Vec::with_capacity(8);
     let client_ip = match ctx.client_ip {
         IpAddr::V4(v4) => crate::rate_limit::ipv4_text(v4),
         IpAddr::V6(v6) => v6.to_string(),
     };
     if let Ok(v) = HeaderValue::try_from(client_ip) {
-        headers.insert(X_FORWARDED_FOR, v);
+        added.push((X_FORWARDED_FOR, v));
     }
     let proto = if parts.extensions.get::<common_http::serve::ServedOverTls>().is_some() { "https" } else { "http" };
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    if let Some(host) = original_host {
-        headers.insert(X_FORWARDED_HOST, host);
-    }
-    if let Some(host) = &plan.route.host {
-        headers.insert(header::HOST, host.clone());
+    added.push((X_FORWARDED_PROTO, HeaderValue::from_static(proto)));
+    if let Some(host) = headers.get(header::HOST) {
+        added.push((X_FORWARDED_HOST, host.clone()));
     }
     if let Some(identity) = &plan.identity {
         let timestamp = std::time::SystemTime::now()
@@ -443,31 +458,23 @@ fn rewrite_request(
         };
         let signature = state.signer().sign(&assertion);
         if let Some(v) = &identity.user_id_header {
-            headers.insert(X_USER_ID, v.clone());
+            added.push((X_USER_ID, v.clone()));
         }
         if let Some(v) = &identity.email_header {
-            headers.insert(X_USER_EMAIL, v.clone());
+            added.push((X_USER_EMAIL, v.clone()));
         }
-        headers.insert(X_GATEWAY_TIMESTAMP, HeaderValue::from(timestamp));
+        added.push((X_GATEWAY_TIMESTAMP, HeaderValue::from(timestamp)));
         if let Ok(v) = HeaderValue::try_from(signature) {
-            headers.insert(X_GATEWAY_SIGNATURE, v);
+            added.push((X_GATEWAY_SIGNATURE, v));
         }
     }
-    let invalid_path = || ApiError::bad_request("Invalid path").into_response();
-    // Origin form (`/path?query`), as sent on the upstream connection; the
-    // upstream is the pool's, the `Host` the route's. Signed above, so the
-    // URI takes the buffer itself.
-    let path_and_query = bytes::Bytes::from(std::mem::take(&mut plan.path_and_query));
-    let mut uri = uri::Parts::default();
-    uri.path_and_query = Some(PathAndQuery::from_maybe_shared(path_and_query).map_err(|_| invalid_path())?);
-    parts.uri = Uri::from_parts(uri).map_err(|_| invalid_path())?;
-    parts.version = axum::http::Version::HTTP_11;
-    // hyper never yields more body than a declared Content-Length (checked
+    // The server never yields more body than a declared Content-Length (checked
     // above), and a request without one or Transfer-Encoding has no body; only
     // a chunked body needs counting on its way through.
     let bounded = body.size_hint().upper().is_some_and(|n| n <= config.body_limit as u64);
     let body = if bounded { body } else { Body::new(http_body_util::Limited::new(body, config.body_limit)) };
-    Ok(axum::http::Request::from_parts(parts, body))
+    let target = std::mem::take(&mut plan.path_and_query);
+    Ok(UpstreamRequest { parts, target, host: plan.route.host.clone(), filter, added, body })
 }
 
 /// Phase 3.
@@ -475,7 +482,7 @@ async fn send_upstream(
     state: &GatewayState,
     ctx: &ProxyCtx,
     plan: &Plan<'_>,
-    request: axum::http::Request<Body>,
+    request: UpstreamRequest,
 ) -> Result<hyper::Response<UpstreamBody>, Response> {
     let timeout = state.config().response_timeout;
     let Some(pool) = state.route_pool(plan.route) else {
@@ -490,7 +497,16 @@ async fn send_upstream(
         }
     };
     let started = std::time::Instant::now();
-    match tokio::time::timeout(timeout, pool.send(request)).await {
+    let UpstreamRequest { parts, target, host, filter, added, body } = request;
+    let forwarded = Forwarded {
+        method: &parts.method,
+        target: &target,
+        host: host.as_ref(),
+        headers: &parts.headers,
+        keep: |name: &HeaderName| filter.forwards(name),
+        added: &added,
+    };
+    match tokio::time::timeout(timeout, pool.forward(forwarded, body)).await {
         Err(_) => {
             count_failure(UpstreamErrorKind::Timeout);
             tracing::warn!(request_id = %ctx.request_id, upstream = %plan.route.name, "upstream timed out");

@@ -16,29 +16,34 @@ use axum::http::header::{self, HeaderMap, HeaderName};
 /// revocation feeds are checked against the same roots as the upstreams.
 pub type HttpClient = common_http::client::InternalClient;
 
-/// RFC 9110 §7.6.1's hop-by-hop headers, and their pre-standard kin.
-static HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    header::PROXY_AUTHENTICATE,
-];
+/// Whether `name` is one of RFC 9110 §7.6.1's hop-by-hop headers, or their
+/// pre-standard kin. A `match` on the name (which the compiler turns into a
+/// switch on its length, then one comparison) rather than a comparison with
+/// each listed name: it runs for every field of every message.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+    )
+}
 
 /// Removes hop-by-hop headers and every header the `Connection` header names.
 ///
-/// One pass over the headers present (a handful) compared with the list,
-/// rather than a removal attempt per listed name: most messages have none.
+/// One pass over the headers present (a handful): most messages have none,
+/// and then nothing is removed or allocated.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let mut found: Vec<HeaderName> =
-        headers.keys().filter(|name| HOP_BY_HOP.iter().any(|h| h == *name)).cloned().collect();
-    if found.is_empty() {
+    if !headers.keys().any(is_hop_by_hop) {
         return;
     }
+    let mut found: Vec<HeaderName> = headers.keys().filter(|name| is_hop_by_hop(name)).cloned().collect();
     found.extend(
         headers
             .get_all(header::CONNECTION)
@@ -52,24 +57,59 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Removes every header a client could use to claim an identity or a
-/// forwarding path: `X-User-*`, `X-Gateway-*`, `X-Forwarded-*`,
-/// `Forwarded`, `X-Real-IP` (SEED-FLAWS F15). Done on every route.
-pub fn strip_identity_headers(headers: &mut HeaderMap) {
-    let spoofable: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| {
-            let n = name.as_str();
-            n.starts_with("x-user-")
-                || n.starts_with("x-gateway-")
-                || n.starts_with("x-forwarded-")
-                || n == "forwarded"
-                || n == "x-real-ip"
-        })
-        .cloned()
-        .collect();
-    for name in spoofable {
-        headers.remove(name);
+/// Which of a client's request fields the gateway forwards (see
+/// [`ForwardFilter::forwards`]). Applied as the upstream request head is
+/// encoded ([`crate::upstream::Forwarded`]), so the request's header map is
+/// never edited: on the hot path that was a removal per dropped field and a
+/// hash per check.
+#[derive(Debug)]
+pub struct ForwardFilter {
+    forward_credentials: bool,
+    /// Every field the client's `Connection` header names (usually none).
+    connection_named: Vec<HeaderName>,
+}
+
+impl ForwardFilter {
+    /// The filter for a request with `headers`, to a route that forwards
+    /// `Authorization` and `Cookie` or not.
+    pub fn new(headers: &HeaderMap, forward_credentials: bool) -> Self {
+        let connection_named = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        Self { forward_credentials, connection_named }
+    }
+
+    /// Whether the field `name` is forwarded: not if it is hop-by-hop (RFC
+    /// 9110 §7.6.1) or named by `Connection`; not `Host` (the route's, or
+    /// the upstream's authority, is sent instead); not any field a client
+    /// could use to claim an identity or a forwarding path (`X-User-*`,
+    /// `X-Gateway-*`, `X-Forwarded-*`, `Forwarded`, `X-Real-IP`: SEED-FLAWS
+    /// F15), which the gateway sets itself; and `Authorization` and `Cookie`
+    /// only to a route that forwards credentials.
+    pub fn forwards(&self, name: &HeaderName) -> bool {
+        !is_hop_by_hop(name)
+            && !is_spoofable(name)
+            && name != header::HOST
+            && (self.forward_credentials || (name != header::AUTHORIZATION && name != header::COOKIE))
+            && !self.connection_named.contains(name)
+    }
+}
+
+/// Whether a client could claim an identity or a forwarding path with `name`.
+pub fn is_spoofable(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    // Every such name starts with `x` or `f`: the common fields are passed
+    // over after one byte comparison.
+    match n.as_bytes().first() {
+        Some(b'x') => {
+            n.starts_with("x-user-") || n.starts_with("x-gateway-") || n.starts_with("x-forwarded-") || n == "x-real-ip"
+        }
+        Some(b'f') => n == "forwarded",
+        _ => false,
     }
 }
 
@@ -92,9 +132,14 @@ mod tests {
     }
 
     #[test]
-    fn spoofable_identity_headers_are_stripped() {
+    fn forwarded_fields_exclude_hop_by_hop_spoofable_host_and_maybe_credentials() {
         let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-secret-hop".parse().unwrap());
         for name in [
+            "x-secret-hop",
+            "te",
+            "upgrade",
+            "host",
             "x-user-id",
             "X-User-Email",
             "x-gateway-signature",
@@ -102,11 +147,20 @@ mod tests {
             "x-forwarded-for",
             "forwarded",
             "x-real-ip",
+            "authorization",
+            "cookie",
+            "accept",
+            "x-request-id",
+            "xylophone",
+            "f",
         ] {
-            h.insert(HeaderName::from_bytes(name.as_bytes()).unwrap(), "spoof".parse().unwrap());
+            h.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), "v".parse().unwrap());
         }
-        h.insert("accept", "*/*".parse().unwrap());
-        strip_identity_headers(&mut h);
-        assert_eq!(h.len(), 1);
+        let forwarded = |credentials: bool| {
+            let filter = ForwardFilter::new(&h, credentials);
+            h.keys().filter(|n| filter.forwards(n)).map(HeaderName::as_str).collect::<Vec<_>>()
+        };
+        assert_eq!(forwarded(false), ["accept", "x-request-id", "xylophone", "f"]);
+        assert_eq!(forwarded(true), ["authorization", "cookie", "accept", "x-request-id", "xylophone", "f"]);
     }
 }

@@ -47,6 +47,7 @@
 //! same per request either way.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -54,7 +55,7 @@ use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::header::{self, HeaderValue};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Method, Request, Response, Uri};
 use bytes::{Bytes, BytesMut};
 use common_http::write_batching::BatchedWrites;
@@ -271,6 +272,23 @@ fn is_idempotent(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
+/// A request as the gateway forwards it: the client's method and fields,
+/// and the gateway's changes, which are applied as the head is encoded.
+pub struct Forwarded<'a, K> {
+    pub method: &'a Method,
+    /// The origin form, `/path?query`: no spaces or control characters.
+    pub target: &'a str,
+    /// `Host`; the upstream's authority if `None`.
+    pub host: Option<&'a HeaderValue>,
+    /// The client's fields: each is sent if `keep` says so, in order; any
+    /// `Host` and framing field among them never is (the head's own are
+    /// written from `host` and the body).
+    pub headers: &'a HeaderMap,
+    pub keep: K,
+    /// The gateway's own fields, sent after the client's.
+    pub added: &'a [(HeaderName, HeaderValue)],
+}
+
 /// The connections to one upstream (`scheme://host:port`).
 pub struct UpstreamPool {
     /// What the connector dials.
@@ -343,28 +361,64 @@ impl UpstreamPool {
         self.lock().len()
     }
 
-    /// Sends `request` (origin-form URI, `Host` set) and returns the response
-    /// head; the body streams from the connection, which returns to the pool
-    /// once the body has been read.
+    /// Sends `request` as it is (origin-form URI; without a `Host`, the
+    /// upstream's authority is sent) and returns the response head; the body
+    /// streams from the connection, which returns to the pool once the body
+    /// has been read.
+    ///
+    /// # Errors
+    /// As [`UpstreamPool::forward`].
+    pub async fn send(self: &Arc<Self>, request: Request<Body>) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let (parts, body) = request.into_parts();
+        let forwarded = Forwarded {
+            method: &parts.method,
+            target: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            host: parts.headers.get(header::HOST),
+            headers: &parts.headers,
+            keep: |_: &HeaderName| true,
+            added: &[],
+        };
+        self.forward(forwarded, body).await
+    }
+
+    /// Sends a request made of a client's request and the gateway's changes
+    /// to it ([`Forwarded`]), encoded straight into the request head: the
+    /// client's header map is never edited. Returns the response head; the
+    /// body streams from the connection, which returns to the pool once the
+    /// body has been read.
     ///
     /// # Errors
     /// The connect, write or read error, or a response that cannot be framed
     /// safely; the request may have reached the upstream unless connecting
     /// failed.
-    pub async fn send(self: &Arc<Self>, request: Request<Body>) -> Result<Response<UpstreamBody>, UpstreamError> {
-        let (parts, mut body) = request.into_parts();
-        let framing = request_framing(&parts.headers, &body);
-        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    pub fn forward<K: Fn(&HeaderName) -> bool>(
+        self: &Arc<Self>,
+        request: Forwarded<'_, K>,
+        body: Body,
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + '_ {
+        let Forwarded { method, target, host, headers, keep, added } = request;
+        let framing = request_framing(headers, &body);
         let mut head = Vec::with_capacity(1024);
-        http1::encode_request_head(&mut head, &parts.method, target, &parts.headers, &self.default_host, framing);
+        let fields = headers.iter().filter(|(name, _)| keep(name)).chain(added.iter().map(|(n, v)| (n, v)));
+        http1::encode_request_head(&mut head, method, target, host.unwrap_or(&self.default_host), fields, framing);
+        self.send_head(method.clone(), head, framing, body)
+    }
+
+    async fn send_head(
+        self: &Arc<Self>,
+        method: Method,
+        head: Vec<u8>,
+        framing: RequestFraming,
+        mut body: Body,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let has_body = !matches!(framing, RequestFraming::Empty { .. });
-        let replayable = !has_body && is_idempotent(&parts.method);
+        let replayable = !has_body && is_idempotent(&method);
         for _ in 0..MAX_REUSE_ATTEMPTS {
             let Some(mut connection) = self.checkout() else {
                 break;
             };
             match connection
-                .exchange(&head, has_body.then_some(OutgoingBody { body: &mut body, framing }), &parts.method)
+                .exchange(&head, has_body.then_some(OutgoingBody { body: &mut body, framing }), &method)
                 .await
             {
                 Ok(response) => return Ok(self.lease(response, connection)),
@@ -374,9 +428,8 @@ impl UpstreamPool {
             }
         }
         let mut connection = self.connect().await?;
-        let response = connection
-            .exchange(&head, has_body.then_some(OutgoingBody { body: &mut body, framing }), &parts.method)
-            .await?;
+        let response =
+            connection.exchange(&head, has_body.then_some(OutgoingBody { body: &mut body, framing }), &method).await?;
         Ok(self.lease(response, connection))
     }
 

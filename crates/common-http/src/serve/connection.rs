@@ -273,8 +273,7 @@ fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadErr
     // Uninitialised slots: httparse fills only as many as the head has.
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut parsed = httparse::Request::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut parsed, buf, &mut fields)
-    {
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut parsed, buf, &mut fields) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(too_large),
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -296,7 +295,8 @@ fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadErr
     let mut framing = FramingFields::default();
     let mut spans: Vec<(HeaderName, (usize, usize))> = Vec::with_capacity(parsed.headers.len());
     for field in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::bad("Malformed header name"))?;
+        let name =
+            HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::bad("Malformed header name"))?;
         framing.note(&name, field.value)?;
         spans.push((name, span(field.value)));
     }
@@ -739,9 +739,10 @@ async fn write_response<W: AsyncWrite + Unpin>(
 }
 
 fn says_close(headers: &HeaderMap) -> bool {
-    headers.get_all(header::CONNECTION).iter().any(|v| {
-        v.as_bytes().split(|b| *b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
-    })
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| v.as_bytes().split(|b| *b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close")))
 }
 
 /// The `Date` field: the current second, formatted once per second per thread.
@@ -760,4 +761,305 @@ fn date_now() -> HeaderValue {
         }
         cached.1.clone()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::{any, get};
+    use tokio::io::DuplexStream;
+
+    use super::*;
+
+    fn head(raw: &str) -> Result<Option<RequestHead>, HeadError> {
+        parse_request_head(&mut BytesMut::from(raw))
+    }
+
+    fn refused(raw: &str) -> HeadError {
+        match head(raw) {
+            Err(e) => e,
+            Ok(h) => panic!("{raw:?} was accepted: {:?}", h.map(|h| h.framing)),
+        }
+    }
+
+    #[test]
+    fn a_head_is_parsed_once_complete_and_what_follows_stays_buffered() {
+        let raw = "POST /a/b?c=d HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nX-Two: 1\r\nX-Two: 2\r\n\r\nhello";
+        for cut in [1, 10, raw.len() - 6] {
+            assert!(head(&raw[..cut]).unwrap().is_none(), "incomplete at {cut}");
+        }
+        let mut buf = BytesMut::from(raw);
+        let parsed = parse_request_head(&mut buf).unwrap().unwrap();
+        assert_eq!(&buf[..], b"hello");
+        assert_eq!(parsed.framing, Framing::Length(5));
+        assert!(parsed.keep_alive && !parsed.expect_continue);
+        let request = parsed.request;
+        assert_eq!(
+            (request.method(), request.uri().path(), request.uri().query()),
+            (&Method::POST, "/a/b", Some("c=d"))
+        );
+        assert_eq!(request.headers().get_all("x-two").iter().count(), 2);
+        assert_eq!(request.version(), Version::HTTP_11);
+    }
+
+    #[test]
+    fn request_framing_follows_rfc_9112() {
+        let framing = |fields: &str| head(&format!("POST / HTTP/1.1\r\n{fields}\r\n")).unwrap().unwrap().framing;
+        assert_eq!(framing(""), Framing::Empty);
+        assert_eq!(framing("Content-Length: 0\r\n"), Framing::Empty);
+        assert_eq!(framing("Content-Length: 12\r\n"), Framing::Length(12));
+        assert_eq!(framing("Content-Length: 12, 12\r\nContent-Length: 12\r\n"), Framing::Length(12));
+        assert_eq!(framing("Transfer-Encoding: chunked\r\n"), Framing::Chunked);
+        assert_eq!(framing("Transfer-Encoding: Chunked\r\n"), Framing::Chunked);
+    }
+
+    #[test]
+    fn ambiguous_or_unsupported_framing_is_refused_with_a_reason() {
+        let bad = |fields: &str| refused(&format!("POST / HTTP/1.1\r\n{fields}\r\n"));
+        let both = bad("Content-Length: 2\r\nTransfer-Encoding: chunked\r\n");
+        assert_eq!(both, HeadError::bad("Both Content-Length and Transfer-Encoding are set"));
+        for fields in
+            ["Content-Length: 1, 2\r\n", "Content-Length: 1\r\nContent-Length: 2\r\n", "Content-Length: -1\r\n"]
+        {
+            assert_eq!(bad(fields), HeadError::bad("Invalid Content-Length"), "{fields}");
+        }
+        assert_eq!(bad("Content-Length: 99999999999999999999\r\n"), HeadError::bad("Invalid Content-Length"));
+        assert_eq!(bad("Transfer-Encoding: gzip\r\n").0, StatusCode::BAD_REQUEST);
+        assert_eq!(bad("Transfer-Encoding: chunked, gzip\r\n").0, StatusCode::BAD_REQUEST);
+        assert_eq!(bad("Transfer-Encoding: gzip, chunked\r\n").0, StatusCode::NOT_IMPLEMENTED);
+        assert_eq!(bad("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n").0, StatusCode::NOT_IMPLEMENTED);
+        let old = refused("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(old, HeadError::bad("Transfer-Encoding is not allowed in HTTP/1.0"));
+        for raw in [
+            "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+            "GET / HTTP/2.0\r\n\r\n",
+            "G@T / HTTP/1.1\r\n\r\n",
+            "\x01\r\n\r\n",
+        ] {
+            assert_eq!(refused(raw).0, StatusCode::BAD_REQUEST, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn heads_too_large_or_with_too_many_fields_get_431() {
+        let long = format!("GET / HTTP/1.1\r\nX-Long: {}", "a".repeat(MAX_HEAD));
+        assert_eq!(refused(&long).0, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "even before it is complete");
+        let many: String = (0..=MAX_FIELDS).map(|i| format!("X-{i}: v\r\n")).collect();
+        assert_eq!(refused(&format!("GET / HTTP/1.1\r\n{many}\r\n")).0, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+
+    #[test]
+    fn keep_alive_and_expect_follow_the_version_and_fields() {
+        let parsed = |raw: &str| head(raw).unwrap().unwrap();
+        assert!(parsed("GET / HTTP/1.1\r\n\r\n").keep_alive);
+        assert!(!parsed("GET / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n").keep_alive);
+        assert!(!parsed("GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(parsed("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive);
+        assert!(parsed("POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n").expect_continue);
+        assert!(!parsed("POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n").expect_continue);
+    }
+
+    /// A test app: `/echo` answers with the request body (of unknown size
+    /// when `?stream`), `/ignore` answers without reading it, `/` says hi.
+    fn app() -> Router {
+        async fn echo(request: Request<Body>) -> Response {
+            let stream = request.uri().query() == Some("stream");
+            match axum::body::to_bytes(request.into_body(), usize::MAX).await {
+                Ok(bytes) if stream => {
+                    let pieces = vec![bytes.slice(bytes.len() / 2..), bytes.slice(..bytes.len() / 2)];
+                    Response::new(Body::new(Pieces(pieces)))
+                }
+                Ok(bytes) => Response::new(Body::from(bytes)),
+                Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+            }
+        }
+        Router::new()
+            .route("/", get(|| async { "hi" }))
+            .route("/echo", any(echo))
+            .route("/ignore", any(|| async { "ignored" }))
+    }
+
+    /// A body of unknown size, in pieces (popped from the end).
+    struct Pieces(Vec<Bytes>);
+
+    impl HttpBody for Pieces {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop().map(|piece| Ok(Frame::data(piece))))
+        }
+    }
+
+    /// The client end of a connection served by [`serve_connection`].
+    fn connect() -> (DuplexStream, CancellationToken) {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let shutdown = CancellationToken::new();
+        let peer = Peer { addr: SocketAddr::from(([127, 0, 0, 1], 9)), tls: false };
+        tokio::spawn(serve_connection(server, app(), peer, Duration::from_secs(5), shutdown.clone()));
+        (client, shutdown)
+    }
+
+    /// Writes `raw`, then reads until the server closes.
+    async fn exchange(raw: &[u8]) -> String {
+        let (mut client, _shutdown) = connect();
+        client.write_all(raw).await.unwrap();
+        read_to_close(&mut client).await
+    }
+
+    async fn read_to_close(client: &mut DuplexStream) -> String {
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut got)).await.unwrap().unwrap();
+        String::from_utf8(got).unwrap()
+    }
+
+    /// The responses in `text`, as (status line, fields in lower case, body).
+    fn responses(mut text: &str) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        while let Some(end) = text.find("\r\n\r\n") {
+            let (head, rest) = (&text[..end], &text[end + 4..]);
+            let (status, fields) = head.split_once("\r\n").unwrap_or((head, ""));
+            let fields = fields.to_ascii_lowercase();
+            let length = fields.lines().find_map(|l| l.strip_prefix("content-length: ")).map(|n| n.parse().unwrap());
+            let (body, rest) = if let Some(n) = length {
+                (rest[..n].to_owned(), &rest[n..])
+            } else if fields.contains("transfer-encoding: chunked") {
+                let mut decoder = ChunkedDecoder::default();
+                let mut buf = BytesMut::from(rest);
+                let mut body = Vec::new();
+                while let Decoded::Data(data) = decoder.decode(&mut buf).unwrap() {
+                    body.extend_from_slice(&data);
+                }
+                let consumed = rest.len() - buf.len();
+                (String::from_utf8(body).unwrap(), &rest[consumed..])
+            } else {
+                (String::new(), rest)
+            };
+            out.push((status.to_owned(), fields, body));
+            text = rest;
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+        let text = exchange(
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        let got = responses(&text);
+        assert_eq!(got.len(), 3, "{text}");
+        assert_eq!((got[0].0.as_str(), got[0].2.as_str()), ("HTTP/1.1 200 OK", "hi"));
+        assert_eq!(got[1].2, "hello");
+        assert!(got[0].1.contains("\ndate: ") || got[0].1.starts_with("date: "), "{}", got[0].1);
+        assert!(!got[1].1.contains("connection: close"));
+        assert!(got[2].1.contains("connection: close"), "{}", got[2].1);
+    }
+
+    #[tokio::test]
+    async fn chunked_bodies_are_decoded_and_bodies_of_unknown_size_sent_chunked() {
+        let text = exchange(
+            b"POST /echo?stream HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n4;x=y\r\ndefg\r\n0\r\nT: t\r\n\r\n",
+        )
+        .await;
+        let got = responses(&text);
+        assert!(got[0].1.contains("transfer-encoding: chunked") && !got[0].1.contains("content-length"), "{text}");
+        assert_eq!(got[0].2, "abcdefg");
+        // To an HTTP/1.0 client: until the close.
+        let text = exchange(b"POST /echo?stream HTTP/1.0\r\nContent-Length: 4\r\n\r\nabcd").await;
+        assert!(text.ends_with("\r\n\r\nabcd") && !text.contains("chunked"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn head_responses_have_no_body_and_http_1_0_keep_alive_is_honoured() {
+        let text =
+            exchange(b"HEAD / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+                .await;
+        let (first, rest) = text.split_once("\r\n\r\n").unwrap();
+        assert!(first.contains("content-length: 2") && first.contains("connection: keep-alive"), "{first}");
+        assert!(rest.starts_with("HTTP/1.1 200 OK"), "the HEAD answer has no body: {text}");
+        assert_eq!(responses(rest)[0].2, "hi");
+    }
+
+    #[tokio::test]
+    async fn an_unread_body_is_drained_and_the_connection_reused() {
+        let text = exchange(
+            b"POST /ignore HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        let got = responses(&text);
+        assert_eq!(got.len(), 2, "{text}");
+        assert_eq!((got[0].2.as_str(), got[1].2.as_str()), ("ignored", "hi"));
+    }
+
+    #[tokio::test]
+    async fn an_unread_body_over_the_drain_limit_closes_the_connection_after_the_answer() {
+        let (mut client, _shutdown) = connect();
+        let head = format!("POST /ignore HTTP/1.1\r\nContent-Length: {}\r\n\r\n", DRAIN_LIMIT + 1);
+        client.write_all(head.as_bytes()).await.unwrap();
+        client.write_all(&[b'x'; 1024]).await.unwrap();
+        let text = read_to_close(&mut client).await;
+        let got = responses(&text);
+        assert_eq!(got.len(), 1, "{text}");
+        assert_eq!(got[0].2, "ignored");
+        assert!(got[0].1.contains("connection: close") || !text.is_empty());
+    }
+
+    #[tokio::test]
+    async fn expect_100_continue_is_answered_before_the_body_is_read() {
+        let (mut client, _shutdown) = connect();
+        client
+            .write_all(b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut interim = [0u8; 25];
+        client.read_exact(&mut interim).await.unwrap();
+        assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+        client.write_all(b"ok").await.unwrap();
+        let got = responses(&read_to_close(&mut client).await);
+        assert_eq!(got[0].2, "ok");
+    }
+
+    #[tokio::test]
+    async fn a_bad_head_gets_a_json_error_and_the_connection_closes() {
+        for (raw, status) in [
+            ("GET / HTTP/1.1\r\nBad Name: x\r\n\r\nGET / HTTP/1.1\r\n\r\n", "HTTP/1.1 400 Bad Request"),
+            (
+                "POST /echo HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                "HTTP/1.1 400 Bad Request",
+            ),
+            ("POST /echo HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "HTTP/1.1 501 Not Implemented"),
+        ] {
+            let text = exchange(raw.as_bytes()).await;
+            let got = responses(&text);
+            assert_eq!(got.len(), 1, "{text}");
+            assert_eq!(got[0].0, status);
+            assert!(got[0].1.contains("connection: close"));
+            let error: serde_json::Value = serde_json::from_str(&got[0].2).unwrap();
+            assert!(error["error"].is_string(), "{error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_malformed_chunked_body_fails_the_request_and_closes_the_connection() {
+        let text = exchange(
+            b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+        )
+        .await;
+        let got = responses(&text);
+        assert_eq!(got.len(), 1, "nothing after the broken body is read as a request: {text}");
+        assert_eq!(got[0].0, "HTTP/1.1 400 Bad Request");
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_an_idle_connection() {
+        let (mut client, shutdown) = connect();
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut first = vec![0u8; 512];
+        let n = client.read(&mut first).await.unwrap();
+        assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200 OK"));
+        shutdown.cancel();
+        assert_eq!(read_to_close(&mut client).await, "");
+    }
 }
