@@ -25,12 +25,16 @@
 //!   interim `1xx` responses are skipped; `101` is refused (the proxy never
 //!   asks for an upgrade: `Upgrade` is a hop-by-hop header it removes).
 //!
+//! Hop-by-hop fields (RFC 9110 §7.6.1) and those `Connection` names are
+//! read for the framing, then left out of the parsed head.
+//!
 //! A body with neither header is read until the upstream closes, and such a
 //! connection, like one that says `Connection: close` or speaks HTTP/1.0
 //! without `keep-alive`, is never reused.
 
 use std::mem::MaybeUninit;
 
+use crate::proxy::is_hop_by_hop;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Method, Response, StatusCode, Version};
 use bytes::BytesMut;
@@ -180,8 +184,16 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option
             let name = HeaderName::from_bytes(field.name.as_bytes())
                 .map_err(|_| ProtocolError::Head(httparse::Error::HeaderName))?;
             framing.note(&name, field.value)?;
+            // Hop-by-hop fields are about this connection only (RFC 9110
+            // §7.6.1): read above, never kept.
+            if is_hop_by_hop(&name) {
+                continue;
+            }
             let start = field.value.as_ptr() as usize - base;
             spans.push((name, start, start + field.value.len()));
+        }
+        if !framing.connection_named.is_empty() {
+            spans.retain(|(name, _, _)| !framing.connection_named.contains(name));
         }
         let head = buf.split_to(len).freeze();
         let mut headers = HeaderMap::with_capacity(spans.len() + RESPONSE_HEADROOM);
@@ -209,6 +221,9 @@ struct FramingFields {
     transfer_encoding: Option<bool>,
     close: bool,
     keep_alive: bool,
+    /// The fields `Connection` names besides `close` and `keep-alive`
+    /// (hop-by-hop too; usually none).
+    connection_named: Vec<HeaderName>,
 }
 
 impl FramingFields {
@@ -237,8 +252,13 @@ impl FramingFields {
             self.transfer_encoding = Some(chunked_last);
         } else if name == header::CONNECTION {
             for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                self.close |= token.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive = true;
+                } else if let Ok(named) = HeaderName::from_bytes(token) {
+                    self.connection_named.push(named);
+                }
             }
         }
         Ok(())
@@ -393,6 +413,15 @@ mod tests {
         assert_eq!(head_err(&long), ProtocolError::HeadTooLarge, "even before it is complete");
         let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
         assert_eq!(head_err(&format!("HTTP/1.1 200 OK\r\n{many}\r\n")), ProtocolError::HeadTooLarge);
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_those_connection_names_are_left_out() {
+        let raw = "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\nX-Kept: 2\r\nContent-Length: 0\r\n\r\n";
+        let head = head(raw, &Method::GET).unwrap().unwrap();
+        let names: Vec<&str> = head.response.headers().keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-kept", "content-length"]);
+        assert!(head.keep_alive);
     }
 
     #[test]

@@ -35,9 +35,21 @@ pub fn canonical_path(path: &str) -> Result<&str, PathError> {
         return Err(PathError::NotAbsolute);
     }
     let bytes = path.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
+    // One pass over the bytes: each segment is checked when its `/` (or the
+    // end) is reached.
+    let mut segment_start = 1;
+    let mut i = 1;
+    while i <= bytes.len() {
+        let Some(&byte) = bytes.get(i) else {
+            // The end: the last segment may be empty (`/api/v1/users/`).
+            check_segment(&bytes[segment_start..], true)?;
+            break;
+        };
+        match byte {
+            b'/' => {
+                check_segment(&bytes[segment_start..i], false)?;
+                segment_start = i + 1;
+            }
             b'\\' => return Err(PathError::EncodedSeparator),
             b if b < 0x20 || b == 0x7f => return Err(PathError::ControlCharacter),
             b'%' => {
@@ -59,16 +71,16 @@ pub fn canonical_path(path: &str) -> Result<&str, PathError> {
         }
         i += 1;
     }
-    // The root itself is the only path allowed to end in an empty segment.
-    let segments = path[1..].split('/');
-    for (n, segment) in segments.clone().enumerate() {
-        match segment {
-            "." | ".." => return Err(PathError::DotSegment),
-            "" if path != "/" && n + 1 < segments.clone().count() => return Err(PathError::EmptySegment),
-            _ => {}
-        }
-    }
     Ok(path)
+}
+
+/// A segment may not be a dot segment, nor empty unless it is the last.
+fn check_segment(segment: &[u8], last: bool) -> Result<(), PathError> {
+    match segment {
+        b"." | b".." => Err(PathError::DotSegment),
+        b"" if !last => Err(PathError::EmptySegment),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

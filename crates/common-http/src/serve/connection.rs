@@ -617,57 +617,63 @@ async fn write_response<W: AsyncWrite + Unpin>(
     version: Version,
     keep_alive: bool,
 ) -> io::Result<bool> {
-    let (mut parts, mut body) = response.into_parts();
+    let (parts, mut body) = response.into_parts();
     let status = parts.status;
-    let headers = &mut parts.headers;
-    let exact = body.size_hint().exact();
-    let mut keep_alive = keep_alive && !says_close(headers);
-    headers.remove(header::TRANSFER_ENCODING);
-    let bodiless_status =
-        status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
-    let framing = if bodiless_status {
-        if status != StatusCode::NOT_MODIFIED {
-            headers.remove(header::CONTENT_LENGTH);
-        }
-        ResponseFraming::None
-    } else if let Some(n) = exact {
-        if !head_only || (n > 0 && !headers.contains_key(header::CONTENT_LENGTH)) {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-        }
-        if head_only { ResponseFraming::None } else { ResponseFraming::Length(n) }
-    } else if head_only {
-        ResponseFraming::None
-    } else if let Some(n) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()) {
-        ResponseFraming::Length(n)
-    } else {
-        headers.remove(header::CONTENT_LENGTH);
-        if version == Version::HTTP_10 {
-            keep_alive = false;
-            ResponseFraming::UntilClose
-        } else {
-            headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-            ResponseFraming::Chunked
-        }
-    };
-    if !keep_alive && !headers.contains_key(header::CONNECTION) {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    } else if keep_alive && version == Version::HTTP_10 {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
-    }
-    if !headers.contains_key(header::DATE) {
-        headers.insert(header::DATE, date_now());
-    }
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in headers.iter() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+    // One pass over the fields: each is written as it comes but the framing
+    // ones (ours to write), and what the rest says is noted on the way; no
+    // lookups in the map.
+    let (mut declared, mut has_connection, mut has_date, mut close) = (None, false, false, false);
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH {
+            declared = declared.or_else(|| value.to_str().ok()?.parse::<u64>().ok());
+            continue;
+        }
+        if name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        if name == header::CONNECTION {
+            has_connection = true;
+            close |= value.as_bytes().split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        } else if name == header::DATE {
+            has_date = true;
+        }
+        put_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    let mut keep_alive = keep_alive && !close;
+    let exact = body.size_hint().exact();
+    let (framing, length) = if status.is_informational() || status == StatusCode::NO_CONTENT {
+        (ResponseFraming::None, None)
+    } else if status == StatusCode::NOT_MODIFIED {
+        // The length of what a GET would have sent, if the service said.
+        (ResponseFraming::None, declared)
+    } else if head_only {
+        // Likewise; a body of known size says it too.
+        (ResponseFraming::None, declared.or(exact.filter(|n| *n > 0)))
+    } else if let Some(n) = exact.or(declared) {
+        (ResponseFraming::Length(n), Some(n))
+    } else if version == Version::HTTP_10 {
+        keep_alive = false;
+        (ResponseFraming::UntilClose, None)
+    } else {
+        put_field(out, b"transfer-encoding", b"chunked");
+        (ResponseFraming::Chunked, None)
+    };
+    if let Some(n) = length {
+        put_field(out, b"content-length", format_decimal(&mut [0; 20], n));
+    }
+    if !keep_alive && !has_connection {
+        put_field(out, b"connection", b"close");
+    } else if keep_alive && version == Version::HTTP_10 && !has_connection {
+        put_field(out, b"connection", b"keep-alive");
+    }
+    if !has_date {
+        put_field(out, b"date", date_now().as_bytes());
     }
     out.extend_from_slice(b"\r\n");
     if framing == ResponseFraming::None {
@@ -738,11 +744,24 @@ async fn write_response<W: AsyncWrite + Unpin>(
     Ok(keep_alive)
 }
 
-fn says_close(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|v| v.as_bytes().split(|b| *b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close")))
+fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal, written at the end of `buf` (room for any `u64`).
+fn format_decimal(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[start..];
+        }
+    }
 }
 
 /// The `Date` field: the current second, formatted once per second per thread.
@@ -801,6 +820,13 @@ mod tests {
         );
         assert_eq!(request.headers().get_all("x-two").iter().count(), 2);
         assert_eq!(request.version(), Version::HTTP_11);
+    }
+
+    #[test]
+    fn decimals_are_formatted_whole() {
+        for n in [0, 7, 10, 106, 65_536, u64::MAX] {
+            assert_eq!(format_decimal(&mut [0; 20], n), n.to_string().as_bytes());
+        }
     }
 
     #[test]
