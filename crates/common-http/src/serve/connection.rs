@@ -320,6 +320,19 @@ fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadErr
     Ok(Some(RequestHead { request, framing: body, keep_alive, expect_continue }))
 }
 
+/// [`parse_request_head`] in public terms (see `serve::parse_request_head`).
+pub(super) fn parse_head_for_fuzzing(buf: &mut BytesMut) -> Result<Option<super::ParsedHead>, StatusCode> {
+    let head = parse_request_head(buf).map_err(|HeadError(status, _)| status)?;
+    Ok(head.map(|head| {
+        let length = match head.framing {
+            Framing::Empty => Some(0),
+            Framing::Length(n) => Some(n),
+            Framing::Chunked => None,
+        };
+        (head.request, length)
+    }))
+}
+
 /// What a request's fields say about its framing and its connection.
 #[derive(Default)]
 struct FramingFields {
