@@ -24,6 +24,7 @@ pub mod client;
 pub mod client_ip;
 pub mod cookies;
 pub mod error;
+pub mod http1;
 pub mod json;
 pub mod metrics;
 pub mod notification;

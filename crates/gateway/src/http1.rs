@@ -39,6 +39,7 @@ use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Method, Response, StatusCode, Version};
 use bytes::BytesMut;
 pub use common_http::chunked::{ChunkedDecoder, ChunkedError, Decoded, LAST_CHUNK, encode_chunk};
+use common_http::http1::note_content_length;
 
 /// The largest response head accepted (status line and fields).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -229,19 +230,7 @@ struct FramingFields {
 impl FramingFields {
     fn note(&mut self, name: &HeaderName, value: &[u8]) -> Result<(), ProtocolError> {
         if name == header::CONTENT_LENGTH {
-            // A field may repeat, or list the value more than once: every
-            // value must be the same run of digits.
-            for item in value.split(|b| *b == b',') {
-                let item = item.trim_ascii();
-                if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
-                    return Err(ProtocolError::ContentLength);
-                }
-                let n = item.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-                if self.content_length.is_some_and(|seen| seen != n) {
-                    return Err(ProtocolError::ContentLength);
-                }
-                self.content_length = Some(n);
-            }
+            note_content_length(&mut self.content_length, value).map_err(|_| ProtocolError::ContentLength)?;
         } else if name == header::TRANSFER_ENCODING {
             let last = value.split(|b| *b == b',').map(<[u8]>::trim_ascii).rfind(|coding| !coding.is_empty());
             let chunked_last = match last {

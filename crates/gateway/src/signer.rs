@@ -11,6 +11,7 @@
 //! message is fed to the MAC in its parts rather than formatted into a
 //! string first; the tests hold both equal to `tokens`' own signature.
 
+use common_http::http1::Decimal;
 use hmac::{KeyInit as _, Mac as _};
 use tokens::Secret;
 use tokens::assertion::Assertion;
@@ -42,7 +43,7 @@ impl AssertionSigner {
     pub fn sign(&self, assertion: &Assertion<'_>) -> String {
         let mut out = String::with_capacity(self.keys.len() * 68);
         let mut hex = [0u8; 64];
-        let timestamp = itoa_i64(assertion.timestamp);
+        let timestamp = Decimal::of_i64(assertion.timestamp);
         for key in &self.keys {
             if !out.is_empty() {
                 out.push(',');
@@ -78,49 +79,9 @@ impl AssertionSigner {
     }
 }
 
-/// `n` in decimal, as `Display` writes it, without a heap allocation.
-fn itoa_i64(n: i64) -> Decimal {
-    // 19 digits and a sign at most.
-    let mut buf = [0u8; 20];
-    let mut start = buf.len();
-    let mut rest = n.unsigned_abs();
-    loop {
-        start -= 1;
-        buf[start] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    if n < 0 {
-        start -= 1;
-        buf[start] = b'-';
-    }
-    Decimal { buf, start }
-}
-
-/// A formatted integer ([`itoa_i64`]): `buf[start..]`.
-struct Decimal {
-    buf: [u8; 20],
-    start: usize,
-}
-
-impl Decimal {
-    fn as_bytes(&self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn integers_are_formatted_as_display_does() {
-        for n in [0, 7, -7, 10, 1_795_918_505, i64::MAX, i64::MIN] {
-            assert_eq!(itoa_i64(n).as_bytes(), n.to_string().as_bytes(), "{n}");
-        }
-    }
 
     #[test]
     fn signatures_are_those_of_the_tokens_crate() {

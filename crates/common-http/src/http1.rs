@@ -1,0 +1,107 @@
+//! Pieces of the HTTP/1.1 wire format (RFC 9112) read or written the same way
+//! on both sides of the gateway: by the server every service listens with
+//! ([`crate::serve`]) and by the gateway's upstream client. One home each,
+//! because a proxy whose two sides disagree on where a message ends can be
+//! made to smuggle requests.
+
+/// A `Content-Length` that is not a run of digits, is too long, or
+/// disagrees with another copy of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid Content-Length")]
+pub struct InvalidContentLength;
+
+/// Folds one `Content-Length` field value into what earlier copies said
+/// (`seen`). A field may repeat, or list its value more than once (RFC 9110
+/// §8.6): every value must be the same run of at most 19 digits (so it fits
+/// a `u64`), without sign or spaces inside.
+///
+/// # Errors
+/// [`InvalidContentLength`] for anything else.
+pub fn note_content_length(seen: &mut Option<u64>, value: &[u8]) -> Result<(), InvalidContentLength> {
+    for item in value.split(|b| *b == b',') {
+        let item = item.trim_ascii();
+        if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
+            return Err(InvalidContentLength);
+        }
+        let n = item.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        if seen.is_some_and(|earlier| earlier != n) {
+            return Err(InvalidContentLength);
+        }
+        *seen = Some(n);
+    }
+    Ok(())
+}
+
+/// An integer in decimal, as `Display` writes it, formatted without a heap
+/// allocation (for header values and signed messages on the hot path).
+#[derive(Debug, Clone, Copy)]
+pub struct Decimal {
+    /// 19 digits and a sign at most, right-aligned.
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Decimal {
+    /// `n` in decimal.
+    pub fn of_u64(n: u64) -> Self {
+        let mut decimal = Self { buf: [0; 20], start: 20 };
+        decimal.push_digits(n);
+        decimal
+    }
+
+    /// `n` in decimal, with a `-` if negative.
+    pub fn of_i64(n: i64) -> Self {
+        let mut decimal = Self { buf: [0; 20], start: 20 };
+        decimal.push_digits(n.unsigned_abs());
+        if n < 0 {
+            decimal.start -= 1;
+            decimal.buf[decimal.start] = b'-';
+        }
+        decimal
+    }
+
+    fn push_digits(&mut self, mut n: u64) {
+        loop {
+            self.start -= 1;
+            self.buf[self.start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                return;
+            }
+        }
+    }
+
+    /// The digits (and sign).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_are_formatted_as_display_does() {
+        for n in [0, 7, -7, 10, 1_795_918_505, i64::MAX, i64::MIN] {
+            assert_eq!(Decimal::of_i64(n).as_bytes(), n.to_string().as_bytes(), "{n}");
+        }
+        for n in [0, 9, 106, 65_536, u64::MAX] {
+            assert_eq!(Decimal::of_u64(n).as_bytes(), n.to_string().as_bytes(), "{n}");
+        }
+    }
+
+    #[test]
+    fn content_lengths_must_be_digits_and_agree() {
+        let fold = |values: &[&str]| {
+            let mut seen = None;
+            values.iter().try_for_each(|v| note_content_length(&mut seen, v.as_bytes())).map(|()| seen)
+        };
+        assert_eq!(fold(&["12"]), Ok(Some(12)));
+        assert_eq!(fold(&["12, 12", " 12 "]), Ok(Some(12)));
+        assert_eq!(fold(&["9999999999999999999"]), Ok(Some(9_999_999_999_999_999_999)));
+        for bad in [&["1, 2"][..], &["1", "2"], &["-1"], &["+1"], &["1 2"], &[""], &["1,"], &["99999999999999999999"]] {
+            assert_eq!(fold(bad), Err(InvalidContentLength), "{bad:?}");
+        }
+    }
+}
