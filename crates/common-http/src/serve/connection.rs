@@ -354,8 +354,10 @@ impl FramingFields {
             note_content_length(&mut self.content_length, value)
                 .map_err(|InvalidContentLength| HeadError::bad("Invalid Content-Length"))?;
         } else if name == header::TRANSFER_ENCODING {
+            // Present, even empty, it is a claim about the framing that some
+            // other reader may honour: without `chunked` last it is refused.
+            self.transfer_encoding = true;
             for coding in value.split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|c| !c.is_empty()) {
-                self.transfer_encoding = true;
                 // A coding after `chunked` (or `chunked` twice) is as bad as
                 // one that is not chunked at all.
                 self.other_coding |= self.chunked_last;
@@ -835,6 +837,8 @@ mod tests {
         }
         assert_eq!(bad("Content-Length: 99999999999999999999\r\n"), HeadError::bad("Invalid Content-Length"));
         assert_eq!(bad("Transfer-Encoding: gzip\r\n").0, StatusCode::BAD_REQUEST);
+        assert_eq!(bad("Transfer-Encoding:\r\n").0, StatusCode::BAD_REQUEST, "found by the request_head fuzz target");
+        assert_eq!(bad("Transfer-Encoding: ,\r\n").0, StatusCode::BAD_REQUEST);
         assert_eq!(bad("Transfer-Encoding: chunked, gzip\r\n").0, StatusCode::BAD_REQUEST);
         assert_eq!(bad("Transfer-Encoding: gzip, chunked\r\n").0, StatusCode::NOT_IMPLEMENTED);
         assert_eq!(bad("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n").0, StatusCode::NOT_IMPLEMENTED);
