@@ -358,10 +358,21 @@ fn main() {
     // A flag byte (odd: the route forwards credentials), then header lines.
     let t = "proxy_headers";
     let fields = |flag: u8, lines: &str| [&[flag][..], lines.as_bytes()].concat();
-    seeds.write(t, "connection-named", fields(0, "connection: keep-alive, x-secret-hop\nx-secret-hop: 1\nkeep-alive: timeout=5\nte: trailers\naccept: */*"));
+    seeds.write(
+        t,
+        "connection-named",
+        fields(
+            0,
+            "connection: keep-alive, x-secret-hop\nx-secret-hop: 1\nkeep-alive: timeout=5\nte: trailers\naccept: */*",
+        ),
+    );
     seeds.write(t, "spoofed-identity", fields(0, "x-user-id: admin\nX-User-Email: root@example.com\nx-gateway-signature: v1=00\nx-forwarded-for: 1.2.3.4\nforwarded: for=1.2.3.4\nx-real-ip: 1.2.3.4\nx-userid: kept"));
     seeds.write(t, "connection-names-auth", fields(1, "connection: authorization, cookie,, x-user-id\nauthorization: Bearer x\ncookie: a=b\ncontent-type: application/json"));
-    seeds.write(t, "duplicates", fields(0, "accept: a\naccept: b\nconnection: close\nconnection: upgrade\nupgrade: websocket"));
+    seeds.write(
+        t,
+        "duplicates",
+        fields(0, "accept: a\naccept: b\nconnection: close\nconnection: upgrade\nupgrade: websocket"),
+    );
 
     // --- upstream_response ---------------------------------------------------
     // A control byte (bit 0: HEAD; the rest: piece size - 1), then what an upstream sent.
@@ -371,22 +382,49 @@ fn main() {
     seeds.write(
         t,
         "chunked",
-        response(2, "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nx-t: 1\r\n\r\nNEXT"),
+        response(
+            2,
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nx-t: 1\r\n\r\nNEXT",
+        ),
     );
-    seeds.write(t, "interim-then-close", response(0, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\nconnection: keep-alive\r\n\r\nbody"));
+    seeds.write(
+        t,
+        "interim-then-close",
+        response(0, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\nconnection: keep-alive\r\n\r\nbody"),
+    );
     seeds.write(t, "head", response(1, "HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\n"));
-    seeds.write(t, "smuggle", response(0, "HTTP/1.1 200 OK\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"));
-    seeds.write(t, "lengths", response(8, "HTTP/1.1 204 No Content\r\ncontent-length: 7, 7\r\ncontent-length: 7\r\n\r\n"));
+    seeds.write(
+        t,
+        "smuggle",
+        response(0, "HTTP/1.1 200 OK\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"),
+    );
+    seeds.write(
+        t,
+        "lengths",
+        response(8, "HTTP/1.1 204 No Content\r\ncontent-length: 7, 7\r\ncontent-length: 7\r\n\r\n"),
+    );
 
     // --- request_head --------------------------------------------------------
     // A control byte (piece size - 1), then what a client sent.
     let t = "request_head";
     let request = |control: u8, raw: &str| [&[control][..], raw.as_bytes()].concat();
     seeds.write(t, "get", request(4, "GET /api/v1/users/profile?x=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\r\nGET / HTTP/1.1\r\n\r\n"));
-    seeds.write(t, "length", request(0, "POST /a HTTP/1.1\r\ncontent-length: 2, 2\r\nexpect: 100-continue\r\n\r\nokNEXT"));
+    seeds.write(
+        t,
+        "length",
+        request(0, "POST /a HTTP/1.1\r\ncontent-length: 2, 2\r\nexpect: 100-continue\r\n\r\nokNEXT"),
+    );
     seeds.write(t, "chunked", request(2, "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"));
-    seeds.write(t, "smuggle", request(1, "POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"));
-    seeds.write(t, "codings", request(8, "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"));
+    seeds.write(
+        t,
+        "smuggle",
+        request(1, "POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    );
+    seeds.write(
+        t,
+        "codings",
+        request(8, "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"),
+    );
     seeds.write(t, "http10", request(3, "GET http://x/y HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
 
     // The "valid" seeds must pass, or the fuzzer starts from refusals only.

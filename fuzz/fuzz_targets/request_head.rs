@@ -76,8 +76,11 @@ fuzz_target!(|input: &[u8]| {
         Outcome::Incomplete => assert!(data.len() <= 64 * 1024 + 4, "{} bytes and still incomplete", data.len()),
         Outcome::Head { headers, length, rest, .. } => {
             assert!(data.len() - rest.len() <= 64 * 1024, "a head of {} bytes", data.len() - rest.len());
-            let lengths: Vec<&[u8]> =
-                headers.iter().filter(|(n, _)| n == header::CONTENT_LENGTH.as_str()).map(|(_, v)| v.as_slice()).collect();
+            let lengths: Vec<&[u8]> = headers
+                .iter()
+                .filter(|(n, _)| n == header::CONTENT_LENGTH.as_str())
+                .map(|(_, v)| v.as_slice())
+                .collect();
             let codings: Vec<&[u8]> = headers
                 .iter()
                 .filter(|(n, _)| n == header::TRANSFER_ENCODING.as_str())
@@ -94,7 +97,10 @@ fuzz_target!(|input: &[u8]| {
                     assert!(codings.is_empty(), "a length with Transfer-Encoding");
                     for value in &lengths {
                         for item in value.split(|b| *b == b',') {
-                            assert_eq!(std::str::from_utf8(item.trim_ascii()).ok().and_then(|t| t.parse().ok()), Some(*n));
+                            assert_eq!(
+                                std::str::from_utf8(item.trim_ascii()).ok().and_then(|t| t.parse().ok()),
+                                Some(*n)
+                            );
                         }
                     }
                     assert!(*n == 0 || !lengths.is_empty(), "a body of {n} without Content-Length");

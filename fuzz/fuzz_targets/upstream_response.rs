@@ -14,6 +14,8 @@
 //!   `Chunked` one has `Transfer-Encoding` and no `Content-Length`; `Empty`
 //!   only for `HEAD`, 204, 304 or a length of 0; never keep-alive when the
 //!   body ends at the close;
+//! - the parsed head relays no hop-by-hop field, none that `Connection`
+//!   names, no `Server` and no `Access-Control-*`;
 //! - a chunked body decodes to the same bytes however it is split, never
 //!   to more bytes than were sent, and leaves what follows its end untouched.
 #![no_main]
@@ -102,6 +104,18 @@ fn decode_chunked(data: &[u8], step: usize) -> (Vec<u8>, Result<bool, String>, V
     }
 }
 
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
 /// The field lines of the last head in `consumed` (the heads the parser
 /// took: interim ones, then the final one), without their line ends.
 fn final_head_fields(consumed: &[u8]) -> Vec<&[u8]> {
@@ -148,6 +162,20 @@ fuzz_target!(|data: &[u8]| {
     let has_te = final_head_fields(&bytes[..bytes.len() - rest.len()])
         .iter()
         .any(|line| line.len() > 18 && line[..18].eq_ignore_ascii_case(b"transfer-encoding:"));
+    let fields = final_head_fields(&bytes[..bytes.len() - rest.len()]);
+    let named: Vec<String> = fields
+        .iter()
+        .filter(|line| line.len() > 11 && line[..11].eq_ignore_ascii_case(b"connection:"))
+        .flat_map(|line| line[11..].split(|b| *b == b','))
+        .map(|token| String::from_utf8_lossy(token.trim_ascii()).to_ascii_lowercase())
+        .collect();
+    for (name, _) in &headers {
+        let withheld = HOP_BY_HOP.contains(&name.as_str())
+            || named.contains(name)
+            || name == "server"
+            || name.starts_with("access-control-");
+        assert!(!withheld, "{name} was relayed");
+    }
     let bodiless = method == Method::HEAD
         || status == StatusCode::NO_CONTENT.as_u16()
         || status == StatusCode::NOT_MODIFIED.as_u16();

@@ -25,8 +25,11 @@
 //!   interim `1xx` responses are skipped; `101` is refused (the proxy never
 //!   asks for an upgrade: `Upgrade` is a hop-by-hop header it removes).
 //!
-//! Hop-by-hop fields (RFC 9110 §7.6.1) and those `Connection` names are
-//! read for the framing, then left out of the parsed head.
+//! Left out of the parsed head, because the gateway never relays them:
+//! hop-by-hop fields (RFC 9110 §7.6.1) and those `Connection` names (read
+//! for the framing first), `Server` (the upstream's software is nobody's
+//! business), and every `Access-Control-*` field (CORS is decided once, at
+//! the edge: SEED-FLAWS F22).
 //!
 //! A body with neither header is read until the upstream closes, and such a
 //! connection, like one that says `Connection: close` or speaks HTTP/1.0
@@ -185,9 +188,8 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option
             let name = HeaderName::from_bytes(field.name.as_bytes())
                 .map_err(|_| ProtocolError::Head(httparse::Error::HeaderName))?;
             framing.note(&name, field.value)?;
-            // Hop-by-hop fields are about this connection only (RFC 9110
-            // §7.6.1): read above, never kept.
-            if is_hop_by_hop(&name) {
+            // Read above for the framing, never relayed (see the module docs).
+            if is_hop_by_hop(&name) || is_withheld(&name) {
                 continue;
             }
             let start = field.value.as_ptr() as usize - base;
@@ -211,6 +213,12 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option
         *response.headers_mut() = headers;
         return Ok(Some(ResponseHead { response, framing: body, keep_alive }));
     }
+}
+
+/// Fields of an upstream response the gateway withholds from its clients
+/// (besides hop-by-hop ones): `Server`, and `Access-Control-*`.
+fn is_withheld(name: &HeaderName) -> bool {
+    name == header::SERVER || name.as_str().starts_with("access-control-")
 }
 
 /// What a response's fields say about its framing and its connection.
@@ -405,8 +413,8 @@ mod tests {
     }
 
     #[test]
-    fn hop_by_hop_fields_and_those_connection_names_are_left_out() {
-        let raw = "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\nX-Kept: 2\r\nContent-Length: 0\r\n\r\n";
+    fn hop_by_hop_server_and_cors_fields_are_left_out() {
+        let raw = "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\nServer: nginx\r\nAccess-Control-Allow-Origin: *\r\nX-Kept: 2\r\nContent-Length: 0\r\n\r\n";
         let head = head(raw, &Method::GET).unwrap().unwrap();
         let names: Vec<&str> = head.response.headers().keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["x-kept", "content-length"]);

@@ -12,8 +12,9 @@
 //! 3. [`send_upstream`]: the route's upstream pool ([`crate::upstream`]),
 //!    with a response timeout; failures are classified by origin (502
 //!    unreachable, 504 too slow).
-//! 4. [`rewrite_response`]: hop-by-hop and upstream CORS headers out,
-//!    security headers in.
+//! 4. [`rewrite_response`]: `Cache-Control` and the rate-limit fields in
+//!    (hop-by-hop, `Server` and upstream CORS fields are left out as the
+//!    upstream head is parsed, [`crate::http1`]).
 //!
 //! They share a [`ProxyCtx`]. The access-log line is written by the
 //! gateway's outermost service ([`crate::edge`], [`crate::request_id`]) from
@@ -55,7 +56,7 @@ use crate::GatewayState;
 use crate::keys::{AuthorizationError, VerifiedToken};
 use crate::metrics::{Counted, CsrfFailure, RateLimitOutcome, TokenFailure, UpstreamErrorKind};
 use crate::path::canonical_path;
-use crate::proxy::{ForwardFilter, remove_hop_by_hop};
+use crate::proxy::ForwardFilter;
 use crate::rate_limit::{Decision, Quota, ceil_secs, ip_key};
 use crate::request_id::{AccessLogFields, GatewayRequestId, access_log_enabled};
 use crate::routes::Route;
@@ -268,15 +269,30 @@ fn add_rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
 const SMALL_NUMBERS: u64 = 1024;
 
 /// `n` as a header value. The rate-limit headers of every proxied response
-/// are small numbers (a limit, what is left of it, seconds to a reset);
+/// are numbers (a limit, what is left of it, seconds to a reset);
 /// `HeaderValue::from(u64)` allocates each one, so values below
 /// [`SMALL_NUMBERS`] are made once, as static strings (leaked on purpose:
-/// 1024 short strings, once per process), and cloned for free.
+/// 1024 short strings, once per process), and cloned for free; a larger
+/// value is kept per thread for the next request, which for the limit (the
+/// same on every response of a quota) is a hit.
 fn number_value(n: u64) -> HeaderValue {
     static READY: std::sync::LazyLock<Vec<HeaderValue>> = std::sync::LazyLock::new(|| {
         (0..SMALL_NUMBERS).map(|n| HeaderValue::from_static(String::leak(n.to_string()))).collect()
     });
-    usize::try_from(n).ok().and_then(|i| READY.get(i)).cloned().unwrap_or_else(|| HeaderValue::from(n))
+    thread_local! {
+        static LAST_LARGE: std::cell::RefCell<(u64, HeaderValue)> =
+            const { std::cell::RefCell::new((0, HeaderValue::from_static("0"))) };
+    }
+    if let Some(ready) = usize::try_from(n).ok().and_then(|i| READY.get(i)) {
+        return ready.clone();
+    }
+    LAST_LARGE.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != n {
+            *last = (n, HeaderValue::from(n));
+        }
+        last.1.clone()
+    })
 }
 
 /// The access token of a protected route, with the seed's messages.
@@ -556,19 +572,14 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// Phase 4.
+/// Phase 4. What an upstream may not say was left out as its head was
+/// parsed (hop-by-hop fields, `Server`, its own CORS fields: see
+/// [`crate::http1`]); `nosniff` and the CORS fields are the edge's to add
+/// ([`crate::edge`]), on every response. Here: `Cache-Control: no-store` on
+/// routes that carry credentials, and the rate-limit fields.
 fn rewrite_response(plan: &Plan<'_>, response: hyper::Response<UpstreamBody>) -> Response {
     let (mut parts, body) = response.into_parts();
     let headers = &mut parts.headers;
-    remove_hop_by_hop(headers);
-    headers.remove(header::SERVER);
-    // CORS is decided here, at the edge, once (SEED-FLAWS F22).
-    let upstream_cors: Vec<HeaderName> =
-        headers.keys().filter(|n| n.as_str().starts_with("access-control-")).cloned().collect();
-    for name in upstream_cors {
-        headers.remove(name);
-    }
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     if plan.route.forward_credentials {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
@@ -601,7 +612,7 @@ mod tests {
 
     #[test]
     fn number_values_read_as_the_number_ready_or_not() {
-        for n in [0, 1, 59, SMALL_NUMBERS - 1, SMALL_NUMBERS, u64::MAX] {
+        for n in [0, 1, 59, SMALL_NUMBERS - 1, SMALL_NUMBERS, SMALL_NUMBERS, 999_998, 999_999, 999_998, u64::MAX] {
             assert_eq!(number_value(n), HeaderValue::from(n), "{n}");
         }
     }

@@ -6,7 +6,9 @@
 //! Bodies stream in both directions; nothing is buffered whole. A request
 //! body is capped (`Content-Length` checked up front, chunked bodies counted
 //! as they stream). Hop-by-hop headers (RFC 9110 §7.6.1), including those
-//! the `Connection` header names, are removed in both directions.
+//! the `Connection` header names, are kept out in both directions: from a
+//! request by [`ForwardFilter`], from a response as its head is parsed
+//! ([`crate::http1`]).
 
 use axum::http::header::{self, HeaderMap, HeaderName};
 
@@ -33,28 +35,6 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
             | "proxy-authorization"
             | "proxy-authenticate"
     )
-}
-
-/// Removes hop-by-hop headers and every header the `Connection` header names.
-///
-/// One pass over the headers present (a handful): most messages have none,
-/// and then nothing is removed or allocated.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
-    }
-    let mut found: Vec<HeaderName> = headers.keys().filter(|name| is_hop_by_hop(name)).cloned().collect();
-    found.extend(
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok()),
-    );
-    for name in found {
-        headers.remove(name);
-    }
 }
 
 /// Which of a client's request fields the gateway forwards (see
@@ -118,17 +98,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", "keep-alive, x-secret-hop".parse().unwrap());
-        h.insert("x-secret-hop", "1".parse().unwrap());
-        h.insert("keep-alive", "timeout=5".parse().unwrap());
-        h.insert("te", "trailers".parse().unwrap());
-        h.insert("upgrade", "websocket".parse().unwrap());
-        h.insert("content-type", "application/json".parse().unwrap());
-        remove_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("content-type"));
+    fn hop_by_hop_names_are_recognised() {
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+            "proxy-authenticate",
+        ] {
+            assert!(is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in ["content-type", "content-length", "trailers", "tea", "connections", "x-connection"] {
+            assert!(!is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
+        }
     }
 
     #[test]
