@@ -8,9 +8,9 @@
 //!
 //! Invariant: `ForwardFilter` forwards exactly the fields that are not
 //! hop-by-hop (RFC 9110 §7.6.1) or named in any `Connection` value, minus
-//! `Host`, `x-user-*`, `x-gateway-*`, `x-forwarded-*`, `forwarded`,
-//! `x-real-ip`, and `Authorization`/`Cookie` unless the route forwards
-//! credentials.
+//! `Host`, the request id fields (the gateway sets its own), `x-user-*`,
+//! `x-gateway-*`, `x-forwarded-*`, `forwarded`, `x-real-ip`, and
+//! `Authorization`/`Cookie` unless the route forwards credentials.
 #![no_main]
 
 use gateway::proxy::ForwardFilter;
@@ -71,6 +71,8 @@ fuzz_target!(|data: &[u8]| {
             || named.contains(name)
             || spoofable(n)
             || n == "host"
+            || n == "x-request-id"
+            || n == "x-client-request-id"
             || (credential && !forward_credentials);
         assert_eq!(filter.forwards(name), !dropped, "{n} (credentials forwarded: {forward_credentials})");
     }

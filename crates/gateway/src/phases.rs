@@ -419,7 +419,8 @@ struct UpstreamRequest {
     host: Option<HeaderValue>,
     /// Which of the client's fields are forwarded.
     filter: ForwardFilter,
-    /// The gateway's own fields: `X-Forwarded-*`, and the signed identity.
+    /// The gateway's own fields: the request id, `X-Forwarded-*`, and the
+    /// signed identity.
     added: Vec<(HeaderName, HeaderValue)>,
     body: Body,
 }
@@ -447,7 +448,8 @@ fn rewrite_request(
         return Err(ApiError::bad_request("Invalid path").into_response());
     }
     let filter = ForwardFilter::new(headers, plan.route.forward_credentials);
-    let mut added = Vec::with_capacity(8);
+    let mut added = Vec::with_capacity(10);
+    crate::request_id::forwarded_fields(headers, &ctx.request_id, &mut added);
     let client_ip = match ctx.client_ip {
         IpAddr::V4(v4) => crate::rate_limit::ipv4_text(v4),
         IpAddr::V6(v6) => v6.to_string(),

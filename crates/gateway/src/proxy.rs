@@ -68,12 +68,15 @@ impl ForwardFilter {
     /// the upstream's authority, is sent instead); not any field a client
     /// could use to claim an identity or a forwarding path (`X-User-*`,
     /// `X-Gateway-*`, `X-Forwarded-*`, `Forwarded`, `X-Real-IP`: SEED-FLAWS
-    /// F15), which the gateway sets itself; and `Authorization` and `Cookie`
-    /// only to a route that forwards credentials.
+    /// F15), which the gateway sets itself; not the request id fields
+    /// (`X-Request-ID`, `X-Client-Request-ID`: the gateway's own, see
+    /// [`crate::request_id`]); and `Authorization` and `Cookie` only to a
+    /// route that forwards credentials.
     pub fn forwards(&self, name: &HeaderName) -> bool {
         !is_hop_by_hop(name)
             && !is_spoofable(name)
             && name != header::HOST
+            && !crate::request_id::is_request_id_field(name)
             && (self.forward_credentials || (name != header::AUTHORIZATION && name != header::COOKIE))
             && !self.connection_named.contains(name)
     }
@@ -137,6 +140,7 @@ mod tests {
             "cookie",
             "accept",
             "x-request-id",
+            "x-client-request-id",
             "xylophone",
             "f",
         ] {
@@ -146,7 +150,7 @@ mod tests {
             let filter = ForwardFilter::new(&h, credentials);
             h.keys().filter(|n| filter.forwards(n)).map(HeaderName::as_str).collect::<Vec<_>>()
         };
-        assert_eq!(forwarded(false), ["accept", "x-request-id", "xylophone", "f"]);
-        assert_eq!(forwarded(true), ["authorization", "cookie", "accept", "x-request-id", "xylophone", "f"]);
+        assert_eq!(forwarded(false), ["accept", "xylophone", "f"]);
+        assert_eq!(forwarded(true), ["authorization", "cookie", "accept", "xylophone", "f"]);
     }
 }

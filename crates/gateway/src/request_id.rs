@@ -37,7 +37,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderName, HeaderValue, Request};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request};
 use axum::response::Response;
 use common_http::client_ip::{Cidr, client_ip};
 use common_http::request_id::{CLIENT_REQUEST_ID_HEADER, REQUEST_ID_HEADER, is_valid_request_id};
@@ -125,20 +125,30 @@ pub fn access_log_enabled() -> bool {
 const X_REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 const X_CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static(CLIENT_REQUEST_ID_HEADER);
 
-/// Gives `request` a new id: any client `X-Request-ID` is taken out (a
-/// well-formed one moves to `X-Client-Request-ID`, replacing any sent under
-/// that name), the new id goes in its place and into the extensions.
+/// Gives `request` a new id, in its extensions. The request's own fields
+/// are not edited: what goes upstream is decided as the upstream head is
+/// encoded ([`is_request_id_field`], [`forwarded_fields`]).
 pub fn assign(request: &mut Request<Body>) -> GatewayRequestId {
     let id = GatewayRequestId::mint();
-    let headers = request.headers_mut();
-    let client_id = headers.remove(&X_REQUEST_ID);
-    headers.remove(&X_CLIENT_REQUEST_ID);
-    if let Some(v) = client_id.filter(|v| v.to_str().is_ok_and(is_valid_request_id)) {
-        headers.insert(X_CLIENT_REQUEST_ID, v);
-    }
-    headers.insert(X_REQUEST_ID, id.header_value().clone());
     request.extensions_mut().insert(id.clone());
     id
+}
+
+/// Whether `name` is one of the request id fields, which the gateway sets
+/// itself on a forwarded request (a client's are never forwarded as sent).
+pub fn is_request_id_field(name: &HeaderName) -> bool {
+    name == X_REQUEST_ID || name == X_CLIENT_REQUEST_ID
+}
+
+/// The request id fields of a forwarded request, appended to `added`:
+/// `X-Request-ID` is the gateway's `id`, and a client's well-formed
+/// `X-Request-ID` travels on as `X-Client-Request-ID` (replacing any sent
+/// under that name).
+pub fn forwarded_fields(headers: &HeaderMap, id: &GatewayRequestId, added: &mut Vec<(HeaderName, HeaderValue)>) {
+    added.push((X_REQUEST_ID, id.header_value().clone()));
+    if let Some(v) = headers.get(&X_REQUEST_ID).filter(|v| v.to_str().is_ok_and(is_valid_request_id)) {
+        added.push((X_CLIENT_REQUEST_ID, v.clone()));
+    }
 }
 
 /// Echoes the request id in the response.

@@ -84,6 +84,7 @@ async fn a_protected_request_reaches_the_upstream_with_a_signed_identity_and_no_
         .bearer_auth(s(&login, "access_token"))
         .header("Cookie", format!("csrf_token={}", s(&login, "csrf_token")))
         .header("X-Request-ID", "client-id-42")
+        .header("X-Client-Request-ID", "spoofed")
         .send()
         .await
         .unwrap();
@@ -97,6 +98,9 @@ async fn a_protected_request_reaches_the_upstream_with_a_signed_identity_and_no_
     assert_eq!(h("x-user-email").as_deref(), login["user"]["email"].as_str());
     assert_eq!(h("x-request-id"), Some(gateway_id.clone()), "the gateway's id, not the client's");
     assert_eq!(h("x-client-request-id").as_deref(), Some("client-id-42"));
+    for name in ["x-request-id", "x-client-request-id"] {
+        assert_eq!(seen.headers.get_all(name).iter().count(), 1, "one {name}, the gateway's");
+    }
     assert_eq!(h("x-forwarded-for").as_deref(), Some("127.0.0.1"));
     assert_eq!(h("x-forwarded-proto").as_deref(), Some("http"));
     assert!(h("authorization").is_none() && h("cookie").is_none(), "credentials stay at the gateway");
