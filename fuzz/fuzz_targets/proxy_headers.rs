@@ -13,21 +13,10 @@
 //! `Authorization`/`Cookie` unless the route forwards credentials.
 #![no_main]
 
+use gatehouse_fuzz::HOP_BY_HOP;
 use gateway::proxy::ForwardFilter;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use libfuzzer_sys::fuzz_target;
-
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-authenticate",
-];
 
 fn spoofable(n: &str) -> bool {
     n.starts_with("x-user-")

@@ -22,6 +22,7 @@
 
 use axum::http::{Method, StatusCode, header};
 use bytes::BytesMut;
+use gatehouse_fuzz::HOP_BY_HOP;
 use gateway::http1::{BodyFraming, ChunkedDecoder, Decoded, ResponseHead, parse_response_head};
 use libfuzzer_sys::fuzz_target;
 
@@ -103,18 +104,6 @@ fn decode_chunked(data: &[u8], step: usize) -> (Vec<u8>, Result<bool, String>, V
         }
     }
 }
-
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-authenticate",
-];
 
 /// The field lines of the last head in `consumed` (the heads the parser
 /// took: interim ones, then the final one), without their line ends.

@@ -141,3 +141,18 @@ pub fn default_routes() -> &'static gateway::routes::RouteTable {
         .expect("default routes")
     })
 }
+
+/// RFC 9110 §7.6.1's hop-by-hop fields and their pre-standard kin, as the
+/// targets' own statement of the rule (not the gateway's list, so a mistake
+/// there is caught here).
+pub const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
