@@ -1,8 +1,48 @@
 //! Pieces of the HTTP/1.1 wire format (RFC 9112) read or written the same way
 //! on both sides of the gateway: by the server every service listens with
-//! ([`crate::serve`]) and by the gateway's upstream client. One home each,
+//! ([`crate::serve`]) and by the gateway's upstream client (`Content-Length`
+//! values, header maps built from a parsed head, field lines, decimals). One home each,
 //! because a proxy whose two sides disagree on where a message ends can be
 //! made to smuggle requests.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue, InvalidHeaderValue};
+
+/// Where `part`, a slice of `head` (a field value httparse found in it),
+/// lies in `head`.
+pub fn span_in(head: &[u8], part: &[u8]) -> Range<usize> {
+    let start = part.as_ptr() as usize - head.as_ptr() as usize;
+    start..start + part.len()
+}
+
+/// The header map of a parsed head: each field's value is the `head` bytes
+/// at its span ([`span_in`]), sharing `head`'s buffer instead of being
+/// copied, and the map has room for `headroom` more fields (those its
+/// reader adds), so adding them does not grow and rehash it.
+///
+/// # Errors
+/// A value that is not a valid header value.
+pub fn header_map_sharing(
+    head: &Bytes,
+    fields: Vec<(HeaderName, Range<usize>)>,
+    headroom: usize,
+) -> Result<HeaderMap, InvalidHeaderValue> {
+    let mut headers = HeaderMap::with_capacity(fields.len() + headroom);
+    for (name, span) in fields {
+        headers.append(name, HeaderValue::from_maybe_shared(head.slice(span))?);
+    }
+    Ok(headers)
+}
+
+/// Appends one field line, `name: value` and CRLF, to a head being encoded.
+pub fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
 
 /// A `Content-Length` that is not a run of digits, is too long, or
 /// disagrees with another copy of it.
@@ -89,6 +129,21 @@ mod tests {
         for n in [0, 9, 106, 65_536, u64::MAX] {
             assert_eq!(Decimal::of_u64(n).as_bytes(), n.to_string().as_bytes(), "{n}");
         }
+    }
+
+    #[test]
+    fn a_header_map_shares_the_head_it_was_parsed_from() {
+        let head = Bytes::from_static(b"x-a: one\r\nx-b: two\r\n");
+        let fields = vec![
+            (HeaderName::from_static("x-a"), span_in(&head, &head[5..8])),
+            (HeaderName::from_static("x-b"), span_in(&head, &head[15..18])),
+        ];
+        let headers = header_map_sharing(&head, fields, 4).unwrap();
+        assert_eq!((headers["x-a"].as_bytes(), headers["x-b"].as_bytes()), (&b"one"[..], &b"two"[..]));
+        assert!(headers.capacity() >= 6);
+        let mut out = Vec::new();
+        put_field(&mut out, b"x-a", headers["x-a"].as_bytes());
+        assert_eq!(out, b"x-a: one\r\n");
     }
 
     #[test]

@@ -38,19 +38,20 @@
 use std::mem::MaybeUninit;
 
 use crate::proxy::is_hop_by_hop;
-use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::http::{Method, Response, StatusCode, Version};
 use bytes::BytesMut;
 pub use common_http::chunked::{ChunkedDecoder, ChunkedError, Decoded, LAST_CHUNK, encode_chunk};
-use common_http::http1::note_content_length;
+use common_http::http1::{Decimal, header_map_sharing, note_content_length, put_field, span_in};
 
 /// The largest response head accepted (status line and fields).
 pub const MAX_HEAD: usize = 64 * 1024;
 /// The most header fields a response head may have.
 pub const MAX_HEADERS: usize = 100;
-/// Room left in a parsed response's header map for the fields the proxy
-/// adds (`nosniff`, `Cache-Control`, up to four rate-limit fields), so
-/// adding them does not grow and rehash the map.
+/// Room left in a parsed response's header map for the fields the gateway
+/// adds (`Cache-Control`, up to four rate-limit fields, and at the edge
+/// `nosniff`, the CORS fields and the request id), so adding them does not
+/// grow and rehash the map more than once.
 const RESPONSE_HEADROOM: usize = 8;
 
 /// A response the proxy cannot frame safely.
@@ -99,26 +100,19 @@ pub fn encode_request_head<'a>(
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    put_field(out, header::HOST.as_str(), host.as_bytes());
+    put_field(out, header::HOST.as_str().as_bytes(), host.as_bytes());
     for (name, value) in fields {
         if name == header::HOST || name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
         }
-        put_field(out, name.as_str(), value.as_bytes());
+        put_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     match framing {
         RequestFraming::Empty { declared_zero: false } => {}
-        RequestFraming::Empty { declared_zero: true } => put_field(out, "content-length", b"0"),
-        RequestFraming::Length(n) => put_field(out, "content-length", n.to_string().as_bytes()),
-        RequestFraming::Chunked => put_field(out, "transfer-encoding", b"chunked"),
+        RequestFraming::Empty { declared_zero: true } => put_field(out, b"content-length", b"0"),
+        RequestFraming::Length(n) => put_field(out, b"content-length", Decimal::of_u64(n).as_bytes()),
+        RequestFraming::Chunked => put_field(out, b"transfer-encoding", b"chunked"),
     }
-    out.extend_from_slice(b"\r\n");
-}
-
-fn put_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -182,8 +176,7 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option
         // lookups later), and where each value sits in `buf` is noted, so
         // the values can share the head's buffer instead of being copied.
         let mut framing = FramingFields::default();
-        let base = buf.as_ptr() as usize;
-        let mut spans: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(parsed.headers.len());
+        let mut fields = Vec::with_capacity(parsed.headers.len());
         for field in parsed.headers.iter() {
             let name = HeaderName::from_bytes(field.name.as_bytes())
                 .map_err(|_| ProtocolError::Head(httparse::Error::HeaderName))?;
@@ -192,19 +185,14 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option
             if is_hop_by_hop(&name) || is_withheld(&name) {
                 continue;
             }
-            let start = field.value.as_ptr() as usize - base;
-            spans.push((name, start, start + field.value.len()));
+            fields.push((name, span_in(buf, field.value)));
         }
         if !framing.connection_named.is_empty() {
-            spans.retain(|(name, _, _)| !framing.connection_named.contains(name));
+            fields.retain(|(name, _)| !framing.connection_named.contains(name));
         }
         let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(spans.len() + RESPONSE_HEADROOM);
-        for (name, start, end) in spans {
-            let value = HeaderValue::from_maybe_shared(head.slice(start..end))
-                .map_err(|_| ProtocolError::Head(httparse::Error::HeaderValue))?;
-            headers.append(name, value);
-        }
+        let headers = header_map_sharing(&head, fields, RESPONSE_HEADROOM)
+            .map_err(|_| ProtocolError::Head(httparse::Error::HeaderValue))?;
         let body = framing.body(method, status)?;
         let keep_alive = body != BodyFraming::UntilClose && framing.keep_alive(version);
         let mut response = Response::new(());
@@ -283,6 +271,8 @@ impl FramingFields {
 
 #[cfg(test)]
 mod tests {
+    use axum::http::HeaderMap;
+
     use super::*;
 
     fn head(raw: &str, method: &Method) -> Result<Option<ResponseHead>, ProtocolError> {

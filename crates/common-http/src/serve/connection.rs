@@ -53,7 +53,7 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse as _, Response};
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -64,7 +64,7 @@ use tower::{Service, ServiceExt as _};
 use super::ServedOverTls;
 use crate::chunked::{self, ChunkedDecoder, ChunkedError, Decoded};
 use crate::error::ApiError;
-use crate::http1::{Decimal, InvalidContentLength, note_content_length};
+use crate::http1::{Decimal, InvalidContentLength, header_map_sharing, note_content_length, put_field, span_in};
 
 /// The largest request head accepted (request line and fields).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -287,29 +287,18 @@ fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadErr
     let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
         .map_err(|_| HeadError::bad("Malformed request method"))?;
     let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
-    let base = buf.as_ptr() as usize;
-    let span = |s: &[u8]| {
-        let start = s.as_ptr() as usize - base;
-        (start, start + s.len())
-    };
-    let target = span(parsed.path.unwrap_or_default().as_bytes());
+    let target = span_in(buf, parsed.path.unwrap_or_default().as_bytes());
     let mut framing = FramingFields::default();
-    let mut spans: Vec<(HeaderName, (usize, usize))> = Vec::with_capacity(parsed.headers.len());
+    let mut fields = Vec::with_capacity(parsed.headers.len());
     for field in parsed.headers.iter() {
         let name =
             HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::bad("Malformed header name"))?;
         framing.note(&name, field.value)?;
-        spans.push((name, span(field.value)));
+        fields.push((name, span_in(buf, field.value)));
     }
     let head = buf.split_to(len).freeze();
-    let uri = Uri::from_maybe_shared(head.slice(target.0..target.1))
-        .map_err(|_| HeadError::bad("Malformed request target"))?;
-    let mut headers = HeaderMap::with_capacity(spans.len() + HEADROOM);
-    for (name, (start, end)) in spans {
-        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
-            .map_err(|_| HeadError::bad("Malformed header value"))?;
-        headers.append(name, value);
-    }
+    let uri = Uri::from_maybe_shared(head.slice(target)).map_err(|_| HeadError::bad("Malformed request target"))?;
+    let headers = header_map_sharing(&head, fields, HEADROOM).map_err(|_| HeadError::bad("Malformed header value"))?;
     let body = framing.body(version)?;
     let keep_alive = !framing.close && (version == Version::HTTP_11 || framing.keep_alive);
     let expect_continue = framing.expect_continue && version == Version::HTTP_11;
@@ -636,7 +625,9 @@ async fn write_response<W: AsyncWrite + Unpin>(
     let (mut declared, mut has_connection, mut has_date, mut close) = (None, false, false, false);
     for (name, value) in &parts.headers {
         if name == header::CONTENT_LENGTH {
-            declared = declared.or_else(|| value.to_str().ok()?.parse::<u64>().ok());
+            // The service's own value, read by the one rule; one that is not
+            // valid, or disagrees with an earlier one, is not taken.
+            let _ = note_content_length(&mut declared, value.as_bytes());
             continue;
         }
         if name == header::TRANSFER_ENCODING {
@@ -747,13 +738,6 @@ async fn write_response<W: AsyncWrite + Unpin>(
     }
     write.write_all(out).await?;
     Ok(keep_alive)
-}
-
-fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// The `Date` field: the current second, formatted once per second per thread.
