@@ -130,7 +130,7 @@ pub(super) async fn serve_connection<IO, S>(
             HeadRead::Refused(status, message) => {
                 let response = ApiError::new(status, message).into_response();
                 if write_response(&mut write, &mut out, response, false, Version::HTTP_11, false).await.is_ok() {
-                    linger(&mut write, Some(reader)).await;
+                    linger(&mut write, reader).await;
                 }
                 return;
             }
@@ -138,14 +138,14 @@ pub(super) async fn serve_connection<IO, S>(
         let RequestHead { request, framing, keep_alive, expect_continue } = head;
         let head_only = request.method() == Method::HEAD;
         let version = request.version();
-        let (body, kept, returned) = match framing {
-            Framing::Empty => (RequestBody::empty(), Some(reader), None),
+        let (body, at) = match framing {
+            Framing::Empty => (RequestBody::empty(), ReaderAt::Here(reader)),
             Framing::Length(_) | Framing::Chunked => {
                 if expect_continue && write.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
                     return;
                 }
                 let (tx, rx) = oneshot::channel();
-                (RequestBody::streaming(reader, framing, tx), None, Some(rx))
+                (RequestBody::streaming(reader, framing, tx), ReaderAt::InBody(rx))
             }
         };
         let mut request = request.map(|()| body);
@@ -160,9 +160,9 @@ pub(super) async fn serve_connection<IO, S>(
         else {
             return;
         };
-        reader = match (kept, returned) {
-            (Some(reader), _) => reader,
-            (None, Some(rx)) => match rx.await {
+        reader = match at {
+            ReaderAt::Here(reader) => reader,
+            ReaderAt::InBody(rx) => match rx.await {
                 Ok(Returned { reader, rest: None }) => reader,
                 Ok(Returned { reader, rest: Some(rest) }) if keep_alive => match drain(reader, rest).await {
                     Some(reader) => reader,
@@ -172,7 +172,7 @@ pub(super) async fn serve_connection<IO, S>(
                     }
                 },
                 Ok(Returned { reader, rest: Some(_) }) => {
-                    linger(&mut write, Some(reader)).await;
+                    linger(&mut write, reader).await;
                     return;
                 }
                 // The body failed (the client broke its framing or went
@@ -182,13 +182,20 @@ pub(super) async fn serve_connection<IO, S>(
                     return;
                 }
             },
-            (None, None) => return,
         };
         if !keep_alive {
-            linger(&mut write, Some(reader)).await;
+            linger(&mut write, reader).await;
             return;
         }
     }
+}
+
+/// Where the connection's reader is while a request is served.
+enum ReaderAt {
+    /// With the connection: the request has no body.
+    Here(Reader),
+    /// In the request's body, given back when the body ends or is dropped.
+    InBody(oneshot::Receiver<Returned>),
 }
 
 /// What waiting for a request head ended with.
@@ -464,9 +471,12 @@ impl Streaming {
         self.reader.is_none() || matches!(self.state, BodyState::Length(0))
     }
 
-    /// The body has ended: the connection gets its reader back.
+    /// The body has ended: the connection gets its reader back (a body
+    /// without a connection to return to, [`drain`]'s, keeps it).
     fn finish(&mut self) {
-        if let (Some(reader), Some(returned)) = (self.reader.take(), self.returned.take()) {
+        if let Some(returned) = self.returned.take()
+            && let Some(reader) = self.reader.take()
+        {
             let _ = returned.send(Returned { reader, rest: None });
         }
     }
@@ -510,7 +520,9 @@ impl Drop for Streaming {
     fn drop(&mut self) {
         // Dropped unread (a service that answered without the body): the
         // connection decides whether to drain the rest or close.
-        if let (Some(reader), Some(returned)) = (self.reader.take(), self.returned.take()) {
+        if let Some(returned) = self.returned.take()
+            && let Some(reader) = self.reader.take()
+        {
             let rest = std::mem::replace(&mut self.state, BodyState::Length(0));
             let _ = returned.send(Returned { reader, rest: Some(rest) });
         }
@@ -548,13 +560,13 @@ async fn drain(reader: Reader, rest: BodyState) -> Option<Reader> {
     if matches!(rest, BodyState::Length(n) if n > DRAIN_LIMIT) {
         return None;
     }
-    let (tx, mut rx) = oneshot::channel();
-    let mut body = Streaming { reader: Some(reader), state: rest, returned: Some(tx) };
+    // No connection to return to: the reader stays in `body` when it ends
+    // (and is dropped if it fails).
+    let mut body = Streaming { reader: Some(reader), state: rest, returned: None };
     let mut drained = 0u64;
-    let drained_whole = tokio::time::timeout(DRAIN_TIME, async {
+    let ended = tokio::time::timeout(DRAIN_TIME, async {
         while let Some(frame) = std::future::poll_fn(|cx| body.poll_frame(cx)).await {
-            let data = frame.ok()?.into_data().unwrap_or_default();
-            drained += data.len() as u64;
+            drained += frame.ok()?.into_data().map_or(0, |data| data.len() as u64);
             if drained > DRAIN_LIMIT {
                 return None;
             }
@@ -562,20 +574,18 @@ async fn drain(reader: Reader, rest: BodyState) -> Option<Reader> {
         Some(())
     })
     .await;
-    drop(body);
-    match (drained_whole, rx.try_recv()) {
-        (Ok(Some(())), Ok(Returned { reader, rest: None })) => Some(reader),
+    match ended {
+        Ok(Some(())) => body.reader.take(),
         _ => None,
     }
 }
 
 /// Closes after an answer without losing it: shuts the write side down,
 /// then reads and drops what the client still sends, briefly.
-async fn linger<W: AsyncWrite + Unpin>(write: &mut W, reader: Option<Reader>) {
+async fn linger<W: AsyncWrite + Unpin>(write: &mut W, mut reader: Reader) {
     if write.shutdown().await.is_err() {
         return;
     }
-    let Some(mut reader) = reader else { return };
     let _ = tokio::time::timeout(DRAIN_TIME, async {
         let mut dropped = 0usize;
         loop {
