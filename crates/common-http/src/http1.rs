@@ -36,6 +36,13 @@ pub fn header_map_sharing(
     Ok(headers)
 }
 
+/// The items of a comma-separated field value (RFC 9110 §5.6.1:
+/// `Connection`, `Transfer-Encoding`…), trimmed of whitespace, empty ones
+/// skipped.
+pub fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|item| !item.is_empty())
+}
+
 /// Appends one field line, `name: value` and CRLF, to a head being encoded.
 pub fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
@@ -144,6 +151,13 @@ mod tests {
         let mut out = Vec::new();
         put_field(&mut out, b"x-a", headers["x-a"].as_bytes());
         assert_eq!(out, b"x-a: one\r\n");
+    }
+
+    #[test]
+    fn list_items_are_trimmed_and_empty_ones_skipped() {
+        let items: Vec<&[u8]> = list_items(b" keep-alive,, Upgrade ,\tx ,").collect();
+        assert_eq!(items, [&b"keep-alive"[..], b"Upgrade", b"x"]);
+        assert_eq!(list_items(b" , ").count(), 0);
     }
 
     #[test]

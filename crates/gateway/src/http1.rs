@@ -42,7 +42,7 @@ use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::http::{Method, Response, StatusCode, Version};
 use bytes::BytesMut;
 pub use common_http::chunked::{ChunkedDecoder, ChunkedError, Decoded, LAST_CHUNK, encode_chunk};
-use common_http::http1::{Decimal, header_map_sharing, note_content_length, put_field, span_in};
+use common_http::http1::{Decimal, header_map_sharing, list_items, note_content_length, put_field, span_in};
 
 /// The largest response head accepted (status line and fields).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -228,7 +228,7 @@ impl FramingFields {
         if name == header::CONTENT_LENGTH {
             note_content_length(&mut self.content_length, value).map_err(|_| ProtocolError::ContentLength)?;
         } else if name == header::TRANSFER_ENCODING {
-            let last = value.split(|b| *b == b',').map(<[u8]>::trim_ascii).rfind(|coding| !coding.is_empty());
+            let last = list_items(value).last();
             let chunked_last = match last {
                 Some(coding) => coding.eq_ignore_ascii_case(b"chunked"),
                 // An empty field does not change the last coding.
@@ -236,7 +236,7 @@ impl FramingFields {
             };
             self.transfer_encoding = Some(chunked_last);
         } else if name == header::CONNECTION {
-            for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            for token in list_items(value) {
                 if token.eq_ignore_ascii_case(b"close") {
                     self.close = true;
                 } else if token.eq_ignore_ascii_case(b"keep-alive") {

@@ -11,6 +11,7 @@
 //! ([`crate::http1`]).
 
 use axum::http::header::{self, HeaderMap, HeaderName};
+use common_http::http1::list_items;
 
 /// The shared client for the gateway's own calls (not the proxy's): the
 /// internal client of [`common_http::client`], built by [`crate::build_state`]
@@ -57,8 +58,8 @@ impl ForwardFilter {
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .flat_map(|v| list_items(v.as_bytes()))
+            .filter_map(|name| HeaderName::from_bytes(name).ok())
             .collect();
         Self { forward_credentials, connection_named }
     }

@@ -64,7 +64,9 @@ use tower::{Service, ServiceExt as _};
 use super::ServedOverTls;
 use crate::chunked::{self, ChunkedDecoder, ChunkedError, Decoded};
 use crate::error::ApiError;
-use crate::http1::{Decimal, InvalidContentLength, header_map_sharing, note_content_length, put_field, span_in};
+use crate::http1::{
+    Decimal, InvalidContentLength, header_map_sharing, list_items, note_content_length, put_field, span_in,
+};
 
 /// The largest request head accepted (request line and fields).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -353,7 +355,7 @@ impl FramingFields {
             // Present, even empty, it is a claim about the framing that some
             // other reader may honour: without `chunked` last it is refused.
             self.transfer_encoding = true;
-            for coding in value.split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|c| !c.is_empty()) {
+            for coding in list_items(value) {
                 // A coding after `chunked` (or `chunked` twice) is as bad as
                 // one that is not chunked at all.
                 self.other_coding |= self.chunked_last;
@@ -361,7 +363,7 @@ impl FramingFields {
                 self.other_coding |= !self.chunked_last;
             }
         } else if name == header::CONNECTION {
-            for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            for token in list_items(value) {
                 self.close |= token.eq_ignore_ascii_case(b"close");
                 self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
             }
@@ -645,7 +647,7 @@ async fn write_response<W: AsyncWrite + Unpin>(
         }
         if name == header::CONNECTION {
             has_connection = true;
-            close |= value.as_bytes().split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+            close |= list_items(value.as_bytes()).any(|token| token.eq_ignore_ascii_case(b"close"));
         } else if name == header::DATE {
             has_date = true;
         }
