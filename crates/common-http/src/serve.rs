@@ -71,7 +71,7 @@ use crate::write_batching::BatchedWrites;
 
 mod connection;
 
-pub use connection::{BodyError, DRAIN_LIMIT, MAX_FIELDS, MAX_HEAD, RequestBody};
+pub use connection::{BodyError, DRAIN_LIMIT, MAX_FIELDS, MAX_HEAD, ParsedHead, RequestBody, parse_request_head};
 use connection::{Peer, serve_connection};
 
 /// Where a service accepts connections: a bound TCP listener, serving plain
@@ -262,24 +262,6 @@ where
     connections.wait().await;
     Ok(())
 }
-
-/// What the server makes of the request head at the front of `buf`, for
-/// the fuzz target (`fuzz/fuzz_targets/request_head.rs`): `Ok(None)` while
-/// it is incomplete; once complete, the head is removed from `buf` and
-/// returned with its body's length (`Some(0)` for none, `None` for chunked);
-/// or the status it is refused with.
-///
-/// # Errors
-/// The status (400, 431, 501) the connection answers before closing.
-#[doc(hidden)]
-pub fn parse_request_head(buf: &mut bytes::BytesMut) -> Result<Option<ParsedHead>, http::StatusCode> {
-    connection::parse_head_for_fuzzing(buf)
-}
-
-/// A request head as [`parse_request_head`] returns it: the request, and
-/// its body's length (`Some(0)` for none, `None` for chunked).
-#[doc(hidden)]
-pub type ParsedHead = (Request<()>, Option<u64>);
 
 /// Accept errors about one connection, not the listener.
 fn is_connection_error(e: &std::io::Error) -> bool {

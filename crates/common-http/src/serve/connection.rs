@@ -221,7 +221,7 @@ async fn read_head(
     let mut armed = false;
     loop {
         if !reader.buf.is_empty() {
-            match parse_request_head(&mut reader.buf) {
+            match parse_head(&mut reader.buf) {
                 Ok(Some(head)) => return HeadRead::Head(head),
                 Ok(None) => {}
                 Err(HeadError(status, message)) => return HeadRead::Refused(status, message),
@@ -278,7 +278,7 @@ impl HeadError {
 
 /// Parses the request head at the front of `buf`, removing it. `Ok(None)`:
 /// not complete yet.
-fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadError> {
+fn parse_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadError> {
     let too_large = HeadError(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "Request header fields too large");
     // Uninitialised slots: httparse fills only as many as the head has.
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
@@ -319,9 +319,17 @@ fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadErr
     Ok(Some(RequestHead { request, framing: body, keep_alive, expect_continue }))
 }
 
-/// [`parse_request_head`] in public terms (see `serve::parse_request_head`).
-pub(super) fn parse_head_for_fuzzing(buf: &mut BytesMut) -> Result<Option<super::ParsedHead>, StatusCode> {
-    let head = parse_request_head(buf).map_err(|HeadError(status, _)| status)?;
+/// What the server makes of the request head at the front of `buf`, for
+/// the fuzz target (`fuzz/fuzz_targets/request_head.rs`): `Ok(None)` while
+/// it is incomplete; once complete, the head is removed from `buf` and
+/// returned with its body's length (`Some(0)` for none, `None` for chunked);
+/// or the status it is refused with.
+///
+/// # Errors
+/// The status (400, 431, 501) the connection answers before closing.
+#[doc(hidden)]
+pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<ParsedHead>, StatusCode> {
+    let head = parse_head(buf).map_err(|HeadError(status, _)| status)?;
     Ok(head.map(|head| {
         let length = match head.framing {
             Framing::Empty => Some(0),
@@ -331,6 +339,11 @@ pub(super) fn parse_head_for_fuzzing(buf: &mut BytesMut) -> Result<Option<super:
         (head.request, length)
     }))
 }
+
+/// A request head as [`parse_request_head`] returns it: the request, and
+/// its body's length (`Some(0)` for none, `None` for chunked).
+#[doc(hidden)]
+pub type ParsedHead = (Request<()>, Option<u64>);
 
 /// What a request's fields say about its framing and its connection.
 #[derive(Default)]
@@ -780,7 +793,7 @@ mod tests {
     use super::*;
 
     fn head(raw: &str) -> Result<Option<RequestHead>, HeadError> {
-        parse_request_head(&mut BytesMut::from(raw))
+        parse_head(&mut BytesMut::from(raw))
     }
 
     fn refused(raw: &str) -> HeadError {
@@ -797,7 +810,7 @@ mod tests {
             assert!(head(&raw[..cut]).unwrap().is_none(), "incomplete at {cut}");
         }
         let mut buf = BytesMut::from(raw);
-        let parsed = parse_request_head(&mut buf).unwrap().unwrap();
+        let parsed = parse_head(&mut buf).unwrap().unwrap();
         assert_eq!(&buf[..], b"hello");
         assert_eq!(parsed.framing, Framing::Length(5));
         assert!(parsed.keep_alive && !parsed.expect_continue);
