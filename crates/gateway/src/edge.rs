@@ -59,7 +59,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::GatewayState;
 use crate::metrics::MethodClass;
-use crate::request_id::{self, AccessStart};
+use crate::request_id::{self, AccessStart, GatewayRequestId};
 
 /// `Strict-Transport-Security` on every response the gateway sends over
 /// HTTPS (never over plain HTTP: RFC 6797 §7.2 forbids it there, and
@@ -125,27 +125,43 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let edge = Arc::clone(&self.0);
-        Box::pin(async move { Ok(edge.handle(request.map(Body::new)).await) })
+        pin_in_place(move || async move { Ok(edge.handle(request.map(Body::new)).await) })
     }
 }
 
+/// `Box::pin(make())`, with the box allocated before the future is made.
+///
+/// The request's future is a few kilobytes (every phase's state, nested),
+/// of which making it initialises only the captures. `Box::pin(future)`
+/// makes it on the stack and then copies all of it into the new box, one
+/// large copy per request; made after the allocation, it is written into
+/// the box directly (only the captures are copied).
+fn pin_in_place<F: Future + Send + 'static>(
+    make: impl FnOnce() -> F,
+) -> Pin<Box<dyn Future<Output = F::Output> + Send>> {
+    let slot = Box::<F>::new_uninit();
+    let future: Pin<Box<F>> = Box::into_pin(Box::write(slot, make()));
+    future
+}
+
 impl Edge {
-    async fn handle(&self, mut request: Request<Body>) -> Response {
+    async fn handle(&self, request: Request<Body>) -> Response {
         let started = std::time::Instant::now();
         let method = MethodClass::of(request.method());
-        let id = request_id::assign(&mut request);
+        let id = GatewayRequestId::mint();
         let https = request.extensions().get::<common_http::serve::ServedOverTls>().is_some();
         let access = AccessStart::begin(&request, &self.state.config().trusted_proxies);
         let direct = self.cors_headers.as_deref().filter(|_| takes_direct_path(&request));
         let metrics = self.state.metrics();
         let mut response = match direct {
             Some(cors_headers) => {
-                let (response, route) = self.proxy_directly(request, cors_headers).await;
+                let (response, route) = self.proxy_directly(request, id.clone(), cors_headers).await;
                 metrics.count_proxied(route.as_ref(), method, response.status(), started);
                 response
             }
             // A `Router` is always ready, and its errors are `Infallible`.
-            None => match self.routed.clone().oneshot(request).await {
+            // Its proxy fallback finds the id in the request's extensions.
+            None => match self.routed.clone().oneshot(request_id::assign(request, id.clone())).await {
                 Ok(response) => {
                     metrics.count_routed(&response, method, started);
                     response
@@ -168,12 +184,13 @@ impl Edge {
     async fn proxy_directly(
         &self,
         request: Request<Body>,
+        id: GatewayRequestId,
         cors_headers: &[(HeaderName, HeaderValue)],
     ) -> (Response, Option<Arc<str>>) {
         // The panic guard of `CatchPanicLayer`, without its re-boxing of the
         // body: each poll runs under `catch_unwind`; after a panic the future
         // is only dropped, never polled again.
-        let mut proxy = std::pin::pin!(crate::phases::proxy(&self.state, request));
+        let mut proxy = std::pin::pin!(crate::phases::proxy(&self.state, request, id));
         let guarded = std::future::poll_fn(|cx| {
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| proxy.as_mut().poll(cx))) {
                 Ok(Poll::Ready(response)) => Poll::Ready(Ok(response)),

@@ -200,7 +200,10 @@ impl KeySource {
             return Ok(Arc::clone(&hit.token));
         }
         self.0.metrics.cache_miss();
-        let claims = self.verify(parse_bearer(Some(header))?).await?;
+        // Boxed: a miss is rare (once per token and TTL) and its future, which
+        // may fetch the JWKS, is large; inline, it would size (and be copied
+        // with) every request's future.
+        let claims = Box::pin(self.verify(parse_bearer(Some(header))?)).await?;
         if self.0.cache.len() >= CACHE_MAX_ENTRIES {
             self.0.cache.clear();
         }

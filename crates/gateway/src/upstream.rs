@@ -427,7 +427,10 @@ impl UpstreamPool {
                 Err(e) => return Err(e.into()),
             }
         }
-        let mut connection = self.connect().await?;
+        // Boxed: connecting (a TCP connect, maybe a TLS handshake) is the
+        // rare path, and its future is large; inline, every forward's future
+        // would be sized for it and copied at that size on each request.
+        let mut connection = Box::pin(self.connect()).await?;
         let response =
             connection.exchange(&head, has_body.then_some(OutgoingBody { body: &mut body, framing }), &method).await?;
         Ok(self.lease(response, connection))
