@@ -100,15 +100,21 @@ struct Plan<'a> {
 /// The proxy as the routed stack's fallback handler (the way preflights and
 /// requests with an `Origin` take, see [`crate::edge`]).
 pub async fn proxy_request(State(state): State<GatewayState>, request: Request) -> Response {
-    let (mut response, route) = proxy(&state, request).await;
+    // The edge always sets it; minting keeps the handler total.
+    let request_id = request.extensions().get::<GatewayRequestId>().cloned().unwrap_or_else(GatewayRequestId::mint);
+    let (mut response, route) = proxy(&state, request, request_id).await;
     response.extensions_mut().insert(Counted::Proxied(route));
     response
 }
 
 /// The proxy: every path the gateway does not serve itself, through the
 /// phases. Also returns the name of the route that took the request, for
-/// the metrics.
-pub async fn proxy(state: &GatewayState, request: Request) -> (Response, Option<Arc<str>>) {
+/// the metrics. `request_id` is the one the edge minted for the request.
+pub async fn proxy(
+    state: &GatewayState,
+    request: Request,
+    request_id: GatewayRequestId,
+) -> (Response, Option<Arc<str>>) {
     let (parts, body) = request.into_parts();
     let Some(&ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
         // The server always provides it (as axum's `ConnectInfo` extractor
@@ -117,8 +123,6 @@ pub async fn proxy(state: &GatewayState, request: Request) -> (Response, Option<
         tracing::error!("request without the peer address; serve the gateway with ConnectInfo");
         return (ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error").into_response(), None);
     };
-    // The edge always sets it; minting keeps the handler total.
-    let request_id = parts.extensions.get::<GatewayRequestId>().cloned().unwrap_or_else(GatewayRequestId::mint);
     let mut ctx = ProxyCtx {
         request_id,
         client_ip: client_ip(peer.ip(), &parts.headers, &state.config().trusted_proxies),
@@ -173,11 +177,12 @@ async fn request_filter<'a>(state: &'a GatewayState, ctx: &mut ProxyCtx, parts: 
         return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed").into_response());
     }
 
-    let ip = ip_key(ctx.client_ip);
+    let key = ip_key(ctx.client_ip);
+    let ip = key.as_str();
     let fail_closed = route.rate_limit_fail_closed;
-    let mut decision = enforce(state, ctx, "ip", &ip, config.ip_quota, fail_closed).await?;
+    let mut decision = enforce(state, ctx, "ip", ip, config.ip_quota, fail_closed).await?;
     if route.public && is_credential_path(forwarded) {
-        decision = enforce(state, ctx, "auth_ip", &ip, config.auth_ip_quota, fail_closed).await?.or(decision);
+        decision = enforce(state, ctx, "auth_ip", ip, config.auth_ip_quota, fail_closed).await?.or(decision);
     }
 
     let identity = if route.public {
@@ -272,11 +277,12 @@ fn add_rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
 const SMALL_NUMBERS: u64 = 1024;
 
 /// `n` as a header value. The rate-limit headers of every proxied response
-/// are numbers (a limit, what is left of it, seconds to a reset);
-/// `HeaderValue::from(u64)` allocates each one, so values below
-/// [`SMALL_NUMBERS`] are made once, as static strings (leaked on purpose:
-/// 1024 short strings, once per process), and cloned for free; a larger
-/// value is kept per thread for the next request, which for the limit (the
+/// are numbers (a limit, what is left of it, seconds to a reset), and so is
+/// the identity assertion's timestamp; `HeaderValue::from(u64)` allocates
+/// each one, so values below [`SMALL_NUMBERS`] are made once, as static
+/// strings (leaked on purpose: 1024 short strings, once per process), and
+/// cloned for free; a larger value is kept per thread for the next request,
+/// which for the timestamp (the same for a second) or a large limit (the
 /// same on every response of a quota) is a hit.
 fn number_value(n: u64) -> HeaderValue {
     static READY: std::sync::LazyLock<Vec<HeaderValue>> = std::sync::LazyLock::new(|| {
@@ -453,11 +459,11 @@ fn rewrite_request(
     let filter = ForwardFilter::new(headers, plan.route.forward_credentials);
     let mut added = Vec::with_capacity(10);
     crate::request_id::forwarded_fields(headers, &ctx.request_id, &mut added);
-    let client_ip = match ctx.client_ip {
-        IpAddr::V4(v4) => crate::rate_limit::ipv4_text(v4),
-        IpAddr::V6(v6) => v6.to_string(),
+    let forwarded_for = match ctx.client_ip {
+        IpAddr::V4(v4) => HeaderValue::from_str(crate::rate_limit::ipv4_text(v4).as_str()),
+        IpAddr::V6(v6) => HeaderValue::try_from(v6.to_string()),
     };
-    if let Ok(v) = HeaderValue::try_from(client_ip) {
+    if let Ok(v) = forwarded_for {
         added.push((X_FORWARDED_FOR, v));
     }
     let proto = if parts.extensions.get::<common_http::serve::ServedOverTls>().is_some() { "https" } else { "http" };
@@ -484,7 +490,8 @@ fn rewrite_request(
         if let Some(v) = &identity.email_header {
             added.push((X_USER_EMAIL, v.clone()));
         }
-        added.push((X_GATEWAY_TIMESTAMP, HeaderValue::from(timestamp)));
+        // Never negative (a clock before 1970 reads as 0).
+        added.push((X_GATEWAY_TIMESTAMP, number_value(timestamp.unsigned_abs())));
         if let Ok(v) = HeaderValue::try_from(signature) {
             added.push((X_GATEWAY_SIGNATURE, v));
         }
@@ -617,7 +624,8 @@ mod tests {
 
     #[test]
     fn number_values_read_as_the_number_ready_or_not() {
-        for n in [0, 1, 59, SMALL_NUMBERS - 1, SMALL_NUMBERS, SMALL_NUMBERS, 999_998, 999_999, 999_998, u64::MAX] {
+        let repeats = [SMALL_NUMBERS, SMALL_NUMBERS, 999_998, 999_999, 999_998, 1_795_918_505, 1_795_918_505];
+        for n in [0, 1, 59, SMALL_NUMBERS - 1].into_iter().chain(repeats).chain([u64::MAX]) {
             assert_eq!(number_value(n), HeaderValue::from(n), "{n}");
         }
     }

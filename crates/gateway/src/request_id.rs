@@ -125,13 +125,14 @@ pub fn access_log_enabled() -> bool {
 const X_REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 const X_CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static(CLIENT_REQUEST_ID_HEADER);
 
-/// Gives `request` a new id, in its extensions. The request's own fields
-/// are not edited: what goes upstream is decided as the upstream head is
-/// encoded ([`is_request_id_field`], [`forwarded_fields`]).
-pub fn assign(request: &mut Request<Body>) -> GatewayRequestId {
-    let id = GatewayRequestId::mint();
-    request.extensions_mut().insert(id.clone());
-    id
+/// `request` with its id in its extensions, for the routed stack (whose
+/// proxy fallback finds it there; the direct path hands the id over as an
+/// argument instead). The request's own fields are not edited: what goes
+/// upstream is decided as the upstream head is encoded
+/// ([`is_request_id_field`], [`forwarded_fields`]).
+pub fn assign(mut request: Request<Body>, id: GatewayRequestId) -> Request<Body> {
+    request.extensions_mut().insert(id);
+    request
 }
 
 /// Whether `name` is one of the request id fields, which the gateway sets

@@ -245,39 +245,76 @@ pub trait RateLimiter: Send + Sync + 'static {
 /// IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, what a dual-stack socket
 /// reports for an IPv4 peer) as the IPv4 address.
 #[must_use]
-pub fn ip_key(ip: IpAddr) -> String {
+pub fn ip_key(ip: IpAddr) -> IpKey {
     match ip {
-        IpAddr::V4(v4) => ipv4_text(v4),
+        IpAddr::V4(v4) => IpKey::V4(ipv4_text(v4)),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => ipv4_text(v4),
+            Some(v4) => IpKey::V4(ipv4_text(v4)),
             None => {
                 let network = std::net::Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX));
-                format!("{network}/64")
+                IpKey::V6(format!("{network}/64"))
             }
         },
     }
 }
 
+/// What [`ip_key`] returns: an IPv4 key needs no allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IpKey {
+    V4(Ipv4Text),
+    V6(String),
+}
+
+impl IpKey {
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::V4(text) => text.as_str(),
+            Self::V6(text) => text,
+        }
+    }
+}
+
 /// An IPv4 address in dotted decimal, as `Ipv4Addr`'s `Display` writes it,
-/// without the formatting machinery: the gateway writes the client address
-/// twice per request (its rate-limit key and `X-Forwarded-For`), and through
-/// `Display` that was a few percent of a proxied GET's instructions.
+/// without the formatting machinery or an allocation: the gateway writes
+/// the client address twice per request (its rate-limit key and
+/// `X-Forwarded-For`), and through `Display` that was a few percent of a
+/// proxied GET's instructions.
 #[must_use]
-pub fn ipv4_text(ip: std::net::Ipv4Addr) -> String {
-    let mut out = String::with_capacity(15);
+pub fn ipv4_text(ip: std::net::Ipv4Addr) -> Ipv4Text {
+    let mut text = Ipv4Text { bytes: [0; 15], len: 0 };
+    let mut push = |b: u8| {
+        text.bytes[usize::from(text.len)] = b;
+        text.len += 1;
+    };
     for (i, octet) in ip.octets().into_iter().enumerate() {
         if i > 0 {
-            out.push('.');
+            push(b'.');
         }
         if octet >= 100 {
-            out.push(char::from(b'0' + octet / 100));
+            push(b'0' + octet / 100);
         }
         if octet >= 10 {
-            out.push(char::from(b'0' + octet / 10 % 10));
+            push(b'0' + octet / 10 % 10);
         }
-        out.push(char::from(b'0' + octet % 10));
+        push(b'0' + octet % 10);
     }
-    out
+    text
+}
+
+/// [`ipv4_text`]'s result: at most 15 bytes (`255.255.255.255`), digits and dots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Text {
+    bytes: [u8; 15],
+    len: u8,
+}
+
+impl Ipv4Text {
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        // Digits and dots only: always UTF-8.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
 }
 
 /// Upper bound of `τ` in microseconds, so that `now + τ + T` stays below
