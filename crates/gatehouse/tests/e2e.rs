@@ -139,8 +139,9 @@ async fn error_of(r: reqwest::Response) -> (StatusCode, String) {
     (status, body["error"].as_str().unwrap_or_default().to_owned())
 }
 
-async fn the_seed_walkthrough(backend: Backend) {
-    let st = start(backend).await;
+/// `extra`: more environment for `up`.
+async fn the_seed_walkthrough(backend: Backend, extra: &[(&'static str, &str)]) {
+    let st = start_with(backend, extra).await;
     let email = unique_email("e2e");
     let health: Value = st.client.get(st.gw("/health")).send().await.unwrap().json().await.unwrap();
     assert_eq!(health, json!({"status": "healthy", "service": "api-gateway"}));
@@ -451,10 +452,12 @@ fn the_operator_cli_names_a_wrong_database_url() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_walkthrough_on_sqlite() {
-    the_seed_walkthrough(Backend::Sqlite).await;
+    // On one thread (`up` then runs a current-thread runtime); the walk on
+    // PostgreSQL runs on the default multi-thread one.
+    the_seed_walkthrough(Backend::Sqlite, &[("TOKIO_WORKER_THREADS", "1")]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_walkthrough_on_postgres_and_redis() {
-    the_seed_walkthrough(Backend::Postgres).await;
+    the_seed_walkthrough(Backend::Postgres, &[]).await;
 }

@@ -49,6 +49,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use common_http::ApiError;
 use common_http::cookies::{CSRF_COOKIE, cookie_value};
+use common_http::http1::note_content_length;
 use tokens::BearerError;
 use tokens::assertion::Assertion;
 
@@ -445,8 +446,15 @@ fn rewrite_request(
     let config = state.config();
     let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large").into_response();
     let headers = &parts.headers;
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    // Read by the server's rule (every copy, every listed value, the same
+    // number), which has already refused a request where they disagree.
+    let mut declared = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        if note_content_length(&mut declared, value.as_bytes()).is_err() {
+            declared = None;
+            break;
+        }
+    }
     if declared.is_some_and(|len| len > config.body_limit as u64) {
         return Err(too_large());
     }
