@@ -1084,4 +1084,42 @@ mod tests {
         shutdown.cancel();
         assert_eq!(read_to_close(&mut client).await, "");
     }
+
+    /// The header read timeout counts from the start of each head, however
+    /// long the previous request took.
+    #[tokio::test(start_paused = true)]
+    async fn the_header_timeout_counts_from_each_head_not_from_the_connection() {
+        // Arrange: a handler slower than the 5 s timeout.
+        let timeout = Duration::from_secs(5);
+        let slow = Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(12)).await;
+                    "slow"
+                }),
+            )
+            .route("/", get(|| async { "hi" }));
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let peer = Peer { addr: SocketAddr::from(([127, 0, 0, 1], 9)), tls: false };
+        tokio::spawn(serve_connection(server, slow, peer, timeout, CancellationToken::new()));
+        let mut buf = vec![0u8; 1024];
+
+        // Act: the slow request, then another 4 s later (within the timeout), then nothing.
+        client.write_all(b"GET /slow HTTP/1.1\r\n\r\n").await.unwrap();
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).ends_with("slow"), "{}", String::from_utf8_lossy(&buf[..n]));
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let n = client.read(&mut buf).await.unwrap();
+        let second = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let idle_since = tokio::time::Instant::now();
+        let closed = client.read(&mut buf).await.unwrap();
+
+        // Assert: served after 16 s on the connection, closed 5 s after it went idle.
+        assert!(second.starts_with("HTTP/1.1 200 OK") && second.ends_with("hi"), "{second}");
+        assert_eq!(closed, 0);
+        let idle = idle_since.elapsed();
+        assert!(idle >= timeout && idle < timeout + Duration::from_millis(100), "{idle:?}");
+    }
 }
