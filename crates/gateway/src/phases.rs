@@ -49,7 +49,6 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use common_http::ApiError;
 use common_http::cookies::{CSRF_COOKIE, cookie_value};
-use common_http::http1::note_content_length;
 use tokens::BearerError;
 use tokens::assertion::Assertion;
 
@@ -446,16 +445,11 @@ fn rewrite_request(
     let config = state.config();
     let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large").into_response();
     let headers = &parts.headers;
-    // Read by the server's rule (every copy, every listed value, the same
-    // number), which has already refused a request where they disagree.
-    let mut declared = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        if note_content_length(&mut declared, value.as_bytes()).is_err() {
-            declared = None;
-            break;
-        }
-    }
-    if declared.is_some_and(|len| len > config.body_limit as u64) {
+    // A declared `Content-Length` over the cap is refused before any of the
+    // body is read. The server framed the body by that length (and refused
+    // lengths that are invalid or disagree), so it is the body's size hint:
+    // not parsed again here.
+    if body.size_hint().lower() > config.body_limit as u64 {
         return Err(too_large());
     }
     // The origin form goes into the request line as is: the server parsed it
