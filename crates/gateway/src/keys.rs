@@ -192,7 +192,7 @@ impl KeySource {
         header: Option<&HeaderValue>,
     ) -> Result<Arc<VerifiedToken>, AuthorizationError> {
         let header = header.ok_or(BearerError::Missing)?.as_bytes();
-        let now = unix_now();
+        let now = crate::clock::unix_seconds();
         if let Some(hit) = self.0.cache.get(header)
             && hit.valid_until > now
         {
@@ -284,10 +284,6 @@ impl KeySource {
             }
         });
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 async fn fetch_jwks(client: &HttpClient, url: Uri) -> Result<VerifyingKeys, String> {

@@ -9,6 +9,7 @@
 
 /// Client addresses and trusted proxies live in `common-http`, shared with the auth service.
 pub use common_http::client_ip;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod docs;

@@ -26,6 +26,7 @@ use serde::Deserialize;
 use tokens::Secret;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::unix_seconds;
 use crate::proxy::HttpClient;
 
 /// Revocations the auth service announced in Redis (when both share one):
@@ -110,13 +111,9 @@ pub struct RevocationView {
     cursor: AtomicI64,
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
 impl RevocationView {
     pub fn new(config: RevocationConfig, secrets: Vec<Secret>) -> Self {
-        let start = now() - config.retain_for.as_secs() as i64;
+        let start = unix_seconds() - config.retain_for.as_secs() as i64;
         Self {
             config,
             secrets,
@@ -134,7 +131,7 @@ impl RevocationView {
     /// Whether the view was refreshed within `max_staleness`.
     pub fn is_fresh(&self) -> bool {
         let last = self.last_success.load(Ordering::Relaxed);
-        last > 0 && now() - last <= self.config.max_staleness.as_secs() as i64
+        last > 0 && unix_seconds() - last <= self.config.max_staleness.as_secs() as i64
     }
 
     pub fn fail_open(&self) -> bool {
@@ -168,8 +165,8 @@ impl RevocationView {
             self.cursor.store(newest, Ordering::Relaxed);
             if page.complete {
                 self.synced_at.store(page.now, Ordering::Relaxed);
-                self.last_success.store(now(), Ordering::Relaxed);
-                let current = now();
+                self.last_success.store(unix_seconds(), Ordering::Relaxed);
+                let current = unix_seconds();
                 self.revoked.retain(|_, drop_after| *drop_after > current);
                 return Ok(());
             }
@@ -180,9 +177,10 @@ impl RevocationView {
     async fn fetch(&self, client: &HttpClient, since: i64) -> Result<FeedPage, String> {
         let base = &self.config.feed_url;
         let path_and_query = format!("{}?since={since}", base.path());
-        let request = common_http::client::internal_request(base, &Method::GET, &path_and_query, &self.secrets, now())
-            .body(Body::empty())
-            .map_err(|e| e.to_string())?;
+        let request =
+            common_http::client::internal_request(base, &Method::GET, &path_and_query, &self.secrets, unix_seconds())
+                .body(Body::empty())
+                .map_err(|e| e.to_string())?;
         let response = tokio::time::timeout(Duration::from_secs(2), client.request(request))
             .await
             .map_err(|_| "timed out".to_owned())?

@@ -52,7 +52,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -65,6 +65,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tower::ServiceExt as _;
 
+use crate::clock::CoarseInstant;
 use crate::http1::{self, BodyFraming, ChunkedDecoder, Decoded, ProtocolError, RequestFraming, ResponseHead};
 
 /// Idle connections kept per upstream.
@@ -113,7 +114,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
 struct Idle {
     connection: Connection,
-    since: Instant,
+    since: CoarseInstant,
 }
 
 /// One upstream connection and the bytes read from it not yet used.
@@ -471,7 +472,7 @@ impl UpstreamPool {
         loop {
             let mut connection = {
                 let mut idle = self.lock();
-                expire(&mut idle, Instant::now());
+                expire(&mut idle, CoarseInstant::now());
                 idle.pop_back()?.connection
             };
             if connection.is_reusable() {
@@ -481,7 +482,7 @@ impl UpstreamPool {
     }
 
     fn checkin(&self, connection: Connection) {
-        let now = Instant::now();
+        let now = CoarseInstant::now();
         let mut idle = self.lock();
         expire(&mut idle, now);
         if idle.len() < MAX_IDLE {
@@ -491,7 +492,7 @@ impl UpstreamPool {
 
     /// Closes the idle connections past [`IDLE_TIMEOUT`].
     pub fn close_expired(&self) {
-        expire(&mut self.lock(), Instant::now());
+        expire(&mut self.lock(), CoarseInstant::now());
     }
 
     fn lock(&self) -> MutexGuard<'_, VecDeque<Idle>> {
@@ -502,8 +503,8 @@ impl UpstreamPool {
 
 /// Drops the idle connections past [`IDLE_TIMEOUT`] (closing them). The
 /// front of the queue is the longest idle, so only the front is looked at.
-fn expire(idle: &mut VecDeque<Idle>, now: Instant) {
-    while idle.front().is_some_and(|e| now.duration_since(e.since) > IDLE_TIMEOUT) {
+fn expire(idle: &mut VecDeque<Idle>, now: CoarseInstant) {
+    while idle.front().is_some_and(|e| now.saturating_duration_since(e.since) > IDLE_TIMEOUT) {
         idle.pop_front();
     }
 }

@@ -42,7 +42,7 @@
 //!
 //! # Time
 //!
-//! The limiter reads a [`Clock`]: [`MonotonicClock`] (an [`Instant`]) in
+//! The limiter reads a [`Clock`]: [`MonotonicClock`] (the coarse monotonic clock) in
 //! production, so wall-clock jumps change nothing, and [`ManualClock`] in
 //! tests, which only moves when told to.
 
@@ -51,9 +51,10 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{Decision, Gcra, LimiterError, Quota, RateLimiter, zero_quota_decision};
+use crate::clock::CoarseInstant;
 
 /// How often a shard that receives requests drops its decayed keys.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
@@ -71,16 +72,20 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Duration;
 }
 
-/// The production clock: [`Instant`], immune to wall-clock changes.
+/// The production clock: the kernel's coarse monotonic clock
+/// ([`CoarseInstant`]), immune to wall-clock changes. It moves a timer tick
+/// (a few ms) at a time; every request reads it, and at a quota's scale
+/// (per minute) a tick is well below what one request earns back, so a
+/// client gains at most a tick's worth of quota over any window.
 #[derive(Clone, Copy, Debug)]
 pub struct MonotonicClock {
-    origin: Instant,
+    origin: CoarseInstant,
 }
 
 impl MonotonicClock {
     #[must_use]
     pub fn new() -> Self {
-        Self { origin: Instant::now() }
+        Self { origin: CoarseInstant::now() }
     }
 }
 
@@ -92,7 +97,7 @@ impl Default for MonotonicClock {
 
 impl Clock for MonotonicClock {
     fn now(&self) -> Duration {
-        self.origin.elapsed()
+        CoarseInstant::now().saturating_duration_since(self.origin)
     }
 }
 
