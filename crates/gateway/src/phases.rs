@@ -276,31 +276,47 @@ fn add_rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
 /// Numbers below this have a ready header value ([`number_value`]).
 const SMALL_NUMBERS: u64 = 1024;
 
+/// How many larger numbers each thread keeps ready ([`number_value`]).
+const RECENT_LARGE: usize = 3;
+
 /// `n` as a header value. The rate-limit headers of every proxied response
 /// are numbers (a limit, what is left of it, seconds to a reset), and so is
 /// the identity assertion's timestamp; `HeaderValue::from(u64)` allocates
 /// each one, so values below [`SMALL_NUMBERS`] are made once, as static
 /// strings (leaked on purpose: 1024 short strings, once per process), and
-/// cloned for free; a larger value is kept per thread for the next request,
-/// which for the timestamp (the same for a second) or a large limit (the
-/// same on every response of a quota) is a hit.
+/// cloned for free; the [`RECENT_LARGE`] larger values last used on a
+/// thread are kept for its next requests, so the timestamp (the same for a
+/// second) and a large limit (the same on every response of a quota) are
+/// hits even when the remaining quota, large too, changes every request:
+/// the least recently used value is the one replaced.
 fn number_value(n: u64) -> HeaderValue {
     static READY: std::sync::LazyLock<Vec<HeaderValue>> = std::sync::LazyLock::new(|| {
         (0..SMALL_NUMBERS).map(|n| HeaderValue::from_static(String::leak(n.to_string()))).collect()
     });
+    /// Each slot: the number, its value, and when it was last used (a
+    /// per-thread count of lookups).
+    type Recent = [(u64, HeaderValue, u64); RECENT_LARGE];
     thread_local! {
-        static LAST_LARGE: std::cell::RefCell<(u64, HeaderValue)> =
-            const { std::cell::RefCell::new((0, HeaderValue::from_static("0"))) };
+        static RECENT: std::cell::RefCell<(Recent, u64)> = const {
+            std::cell::RefCell::new(([const { (0, HeaderValue::from_static("0"), 0) }; RECENT_LARGE], 0))
+        };
     }
     if let Some(ready) = usize::try_from(n).ok().and_then(|i| READY.get(i)) {
         return ready.clone();
     }
-    LAST_LARGE.with(|last| {
-        let mut last = last.borrow_mut();
-        if last.0 != n {
-            *last = (n, HeaderValue::from(n));
-        }
-        last.1.clone()
+    RECENT.with(|recent| {
+        let (slots, clock) = &mut *recent.borrow_mut();
+        *clock += 1;
+        let slot = match slots.iter().position(|slot| slot.0 == n) {
+            Some(hit) => &mut slots[hit],
+            None => {
+                let oldest = (0..RECENT_LARGE).min_by_key(|&i| slots[i].2).unwrap_or_default();
+                slots[oldest] = (n, HeaderValue::from(n), 0);
+                &mut slots[oldest]
+            }
+        };
+        slot.2 = *clock;
+        slot.1.clone()
     })
 }
 
@@ -474,9 +490,8 @@ fn rewrite_request(
         added.push((X_FORWARDED_HOST, host.clone()));
     }
     if let Some(identity) = &plan.identity {
-        let timestamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or_default());
+        // Whole seconds, so the coarse clock's tick is precision enough.
+        let timestamp = crate::clock::unix_seconds();
         let assertion = Assertion {
             timestamp,
             method: parts.method.as_str(),
@@ -626,7 +641,12 @@ mod tests {
 
     #[test]
     fn number_values_read_as_the_number_ready_or_not() {
-        let repeats = [SMALL_NUMBERS, SMALL_NUMBERS, 999_998, 999_999, 999_998, 1_795_918_505, 1_795_918_505];
+        // Hits, misses and replacements of the recent slots: a timestamp, a
+        // limit and a falling remaining quota, interleaved as requests make them.
+        let mut repeats = vec![SMALL_NUMBERS, SMALL_NUMBERS, 999_998, 999_999, 999_998, 1_795_918_505, 1_795_918_505];
+        for remaining in (999_000..999_010).rev() {
+            repeats.extend([1_795_918_505, 1_000_000, remaining]);
+        }
         for n in [0, 1, 59, SMALL_NUMBERS - 1].into_iter().chain(repeats).chain([u64::MAX]) {
             assert_eq!(number_value(n), HeaderValue::from(n), "{n}");
         }
