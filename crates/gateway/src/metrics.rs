@@ -178,6 +178,7 @@ impl UpstreamErrorKind {
     pub fn of(error: &crate::upstream::UpstreamError) -> Self {
         match error {
             crate::upstream::UpstreamError::Connect(_) => Self::Connect,
+            crate::upstream::UpstreamError::Timeout => Self::Timeout,
             _ => Self::Other,
         }
     }

@@ -60,7 +60,7 @@ use crate::proxy::ForwardFilter;
 use crate::rate_limit::{Decision, Quota, ceil_secs, ip_key};
 use crate::request_id::{AccessLogFields, GatewayRequestId, access_log_enabled};
 use crate::routes::Route;
-use crate::upstream::{Forwarded, UpstreamBody};
+use crate::upstream::{Forwarded, UpstreamBody, UpstreamError};
 use common_http::client_ip::client_ip;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -551,16 +551,16 @@ async fn send_upstream(
         keep: |name: &HeaderName| filter.forwards(name),
         added: &added,
     };
-    match tokio::time::timeout(timeout, pool.forward(forwarded, body)).await {
-        Err(_) => {
+    match pool.forward(forwarded, body, Some(timeout)).await {
+        Err(UpstreamError::Timeout) => {
             count_failure(UpstreamErrorKind::Timeout);
             tracing::warn!(request_id = %ctx.request_id, upstream = %plan.route.name, "upstream timed out");
             Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, "Upstream timeout").into_response())
         }
-        Ok(Err(e)) if is_body_limit(&e) => {
+        Err(e) if is_body_limit(&e) => {
             Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large").into_response())
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             count_failure(UpstreamErrorKind::of(&e));
             tracing::warn!(
                 request_id = %ctx.request_id,
@@ -570,7 +570,7 @@ async fn send_upstream(
             );
             Err(ApiError::new(StatusCode::BAD_GATEWAY, "Service unavailable").into_response())
         }
-        Ok(Ok(response)) => {
+        Ok(response) => {
             if let Some(series) = series {
                 series.responded(started);
             }

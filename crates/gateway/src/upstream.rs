@@ -40,6 +40,16 @@
 //! [`common_http::write_batching`], as the server side does: requests to an
 //! upstream leave in bursts, so it is woken once per burst.
 //!
+//! A request's response timeout is a deadline for its exchange (writing the
+//! request, reading the response head), kept by a timer that belongs to the
+//! connection: each exchange moves it later, which tokio does with one
+//! atomic store, where a timer per request (`tokio::time::timeout`) is a
+//! timer-wheel insert and removal under the driver's lock on every request.
+//! Between exchanges the timer stays armed for the last deadline; a pooled
+//! connection is closed after [`IDLE_TIMEOUT`], before a usual response
+//! timeout runs out, and one that does run out only wakes the task of the
+//! request that last used it, once, for nothing.
+//!
 //! An `https://` upstream gets TLS on each new connection (rustls, the
 //! server name from the target's host, the certificate checked against the
 //! gateway's upstream roots), with the connect timeout again for the
@@ -63,6 +73,7 @@ use hyper::body::{Body as _, Frame, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::time::Instant;
 use tower::ServiceExt as _;
 
 use crate::clock::CoarseInstant;
@@ -95,6 +106,9 @@ pub enum UpstreamError {
     /// No connection: refused, unreachable, DNS or TLS handshake failure.
     #[error("connecting to the upstream failed")]
     Connect(#[source] BoxError),
+    /// No response head by the request's deadline.
+    #[error("the upstream did not answer in time")]
+    Timeout,
     /// The client's body failed on its way through (including the gateway's cap).
     #[error("reading the request body failed")]
     RequestBody(#[source] BoxError),
@@ -121,6 +135,9 @@ struct Idle {
 struct Connection {
     stream: Box<dyn Stream>,
     read_buf: BytesMut,
+    /// The deadline of its exchanges (see the module docs); made by the
+    /// first exchange that has one.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// How an exchange on a connection failed.
@@ -148,7 +165,7 @@ struct OutgoingBody<'a> {
 
 impl Connection {
     fn new(stream: impl Stream + 'static) -> Self {
-        Self { stream: Box::new(stream), read_buf: BytesMut::new() }
+        Self { stream: Box::new(stream), read_buf: BytesMut::new(), timer: None }
     }
 
     /// Whether an idle connection can take a request: nothing may be ready
@@ -169,6 +186,37 @@ impl Connection {
             self.read_buf.reserve(READ_SPACE);
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read_buf)
+    }
+
+    /// [`exchange`](Self::exchange), failing with [`UpstreamError::Timeout`]
+    /// at `deadline` (if there is one) on the connection's own timer.
+    async fn exchange_by(
+        &mut self,
+        deadline: Option<Instant>,
+        head: &[u8],
+        body: Option<OutgoingBody<'_>>,
+        method: &Method,
+    ) -> Result<ResponseHead, ExchangeError> {
+        let Some(deadline) = deadline else {
+            return self.exchange(head, body, method).await;
+        };
+        let mut timer = match self.timer.take() {
+            Some(mut timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
+        let answered = {
+            let mut exchange = std::pin::pin!(self.exchange(head, body, method));
+            std::future::poll_fn(|cx| match exchange.as_mut().poll(cx) {
+                Poll::Ready(answered) => Poll::Ready(Some(answered)),
+                Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
+            })
+            .await
+        };
+        self.timer = Some(timer);
+        answered.unwrap_or(Err(ExchangeError::Failed(UpstreamError::Timeout)))
     }
 
     /// Writes the request (`head`, then `body` if there is one) and reads
@@ -363,13 +411,25 @@ impl UpstreamPool {
     }
 
     /// Sends `request` as it is (origin-form URI; without a `Host`, the
-    /// upstream's authority is sent) and returns the response head; the body
-    /// streams from the connection, which returns to the pool once the body
-    /// has been read.
+    /// upstream's authority is sent), with no deadline, and returns the
+    /// response head; the body streams from the connection, which returns to
+    /// the pool once the body has been read.
     ///
     /// # Errors
     /// As [`UpstreamPool::forward`].
     pub async fn send(self: &Arc<Self>, request: Request<Body>) -> Result<Response<UpstreamBody>, UpstreamError> {
+        self.send_within(request, None).await
+    }
+
+    /// [`send`](Self::send), with [`forward`](Self::forward)'s `timeout`.
+    ///
+    /// # Errors
+    /// As [`UpstreamPool::forward`].
+    pub async fn send_within(
+        self: &Arc<Self>,
+        request: Request<Body>,
+        timeout: Option<Duration>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let (parts, body) = request.into_parts();
         let forwarded = Forwarded {
             method: &parts.method,
@@ -379,30 +439,34 @@ impl UpstreamPool {
             keep: |_: &HeaderName| true,
             added: &[],
         };
-        self.forward(forwarded, body).await
+        self.forward(forwarded, body, timeout).await
     }
 
     /// Sends a request made of a client's request and the gateway's changes
     /// to it ([`Forwarded`]), encoded straight into the request head: the
     /// client's header map is never edited. Returns the response head; the
     /// body streams from the connection, which returns to the pool once the
-    /// body has been read.
+    /// body has been read. With a `timeout`, no response head within it
+    /// (from now: connecting, writing the request, waiting) is
+    /// [`UpstreamError::Timeout`].
     ///
     /// # Errors
-    /// The connect, write or read error, or a response that cannot be framed
-    /// safely; the request may have reached the upstream unless connecting
-    /// failed.
+    /// The connect, write or read error, the timeout, or a response that
+    /// cannot be framed safely; the request may have reached the upstream
+    /// unless connecting failed.
     pub fn forward<K: Fn(&HeaderName) -> bool>(
         self: &Arc<Self>,
         request: Forwarded<'_, K>,
         body: Body,
+        timeout: Option<Duration>,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + '_ {
         let Forwarded { method, target, host, headers, keep, added } = request;
         let framing = request_framing(headers, &body);
         let mut head = Vec::with_capacity(1024);
         let fields = headers.iter().filter(|(name, _)| keep(name)).chain(added.iter().map(|(n, v)| (n, v)));
         http1::encode_request_head(&mut head, method, target, host.unwrap_or(&self.default_host), fields, framing);
-        self.send_head(method.clone(), head, framing, body)
+        let deadline = timeout.map(|timeout| Instant::now() + timeout);
+        self.send_head(method.clone(), head, framing, body, deadline)
     }
 
     async fn send_head(
@@ -411,6 +475,7 @@ impl UpstreamPool {
         head: Vec<u8>,
         framing: RequestFraming,
         mut body: Body,
+        deadline: Option<Instant>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let has_body = !matches!(framing, RequestFraming::Empty { .. });
         let replayable = !has_body && is_idempotent(&method);
@@ -419,7 +484,7 @@ impl UpstreamPool {
                 break;
             };
             match connection
-                .exchange(&head, has_body.then_some(OutgoingBody { body: &mut body, framing }), &method)
+                .exchange_by(deadline, &head, has_body.then_some(OutgoingBody { body: &mut body, framing }), &method)
                 .await
             {
                 Ok(response) => return Ok(self.lease(response, connection)),
@@ -431,9 +496,15 @@ impl UpstreamPool {
         // Boxed: connecting (a TCP connect, maybe a TLS handshake) is the
         // rare path, and its future is large; inline, every forward's future
         // would be sized for it and copied at that size on each request.
-        let mut connection = Box::pin(self.connect()).await?;
-        let response =
-            connection.exchange(&head, has_body.then_some(OutgoingBody { body: &mut body, framing }), &method).await?;
+        let connecting = Box::pin(self.connect());
+        let mut connection = match deadline {
+            Some(deadline) => {
+                tokio::time::timeout_at(deadline, connecting).await.map_err(|_| UpstreamError::Timeout)??
+            }
+            None => connecting.await?,
+        };
+        let outgoing = has_body.then_some(OutgoingBody { body: &mut body, framing });
+        let response = connection.exchange_by(deadline, &head, outgoing, &method).await?;
         Ok(self.lease(response, connection))
     }
 
@@ -667,6 +738,8 @@ mod tests {
         SendThenClose(&'static [u8]),
         /// Close the connection without answering.
         Close,
+        /// Keep the connection open and never answer.
+        Hang,
     }
 
     /// A raw HTTP/1.1 upstream on loopback.
@@ -700,6 +773,7 @@ mod tests {
                             Reply::Send(bytes) => (bytes, false),
                             Reply::SendThenClose(bytes) => (bytes, true),
                             Reply::Close => return,
+                            Reply::Hang => std::future::pending().await,
                         };
                         if stream.write_all(bytes).await.is_err() || close {
                             return;
@@ -999,6 +1073,30 @@ mod tests {
         // Assert
         assert_eq!(accepted.load(Ordering::SeqCst), 4);
         assert_eq!(pool.idle_count(), 4);
+    }
+
+    #[tokio::test]
+    async fn no_response_head_by_the_deadline_is_a_timeout_on_new_and_reused_connections() {
+        // Arrange: an upstream that answers two requests per connection, then
+        // goes silent; the pool's connection keeps its timer between exchanges.
+        let up = scripted(|n| if n < 2 { Reply::Send(OK) } else { Reply::Hang }).await;
+        let pool = pool_for(&up);
+        let timeout = Some(Duration::from_millis(300));
+
+        // Act / Assert: answers within the deadline, on the same connection…
+        for _ in 0..2 {
+            assert_eq!(read_body(pool.send_within(get("/x"), timeout).await.unwrap()).await, "ok");
+        }
+        // …then a request that gets no answer times out, at its deadline…
+        let started = std::time::Instant::now();
+        assert!(matches!(pool.send_within(get("/x"), timeout).await, Err(UpstreamError::Timeout)));
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(5), "{waited:?}");
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.idle_count(), 0, "a connection mid-exchange is never pooled");
+        // …and a new connection answers again, within a deadline of its own.
+        assert_eq!(read_body(pool.send_within(get("/x"), timeout).await.unwrap()).await, "ok");
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
