@@ -102,8 +102,11 @@ struct FeedEntry {
 pub struct RevocationView {
     config: RevocationConfig,
     secrets: Vec<Secret>,
-    /// Session id → when its entry may be dropped (unix seconds).
-    revoked: DashMap<String, i64>,
+    /// Session id → when its entry may be dropped (unix seconds). Looked
+    /// up on every request with a session token, so hashed with foldhash
+    /// (randomly seeded per process, as the token cache) rather than SipHash:
+    /// only the auth service's feed inserts, so no client picks the keys.
+    revoked: DashMap<String, i64, foldhash::fast::RandomState>,
     /// The auth service's clock at the last complete poll; 0 before the first.
     synced_at: AtomicI64,
     /// Local unix time of the last successful poll.
@@ -117,7 +120,7 @@ impl RevocationView {
         Self {
             config,
             secrets,
-            revoked: DashMap::new(),
+            revoked: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             synced_at: AtomicI64::new(0),
             last_success: AtomicI64::new(0),
             cursor: AtomicI64::new(start),
