@@ -192,6 +192,8 @@ impl KeySource {
         header: Option<&HeaderValue>,
     ) -> Result<Arc<VerifiedToken>, AuthorizationError> {
         let header = header.ok_or(BearerError::Missing)?.as_bytes();
+        // The coarse clock (a timer tick behind at most): a token is served
+        // from the cache at most a few ms past the second its `exp` names.
         let now = crate::clock::unix_seconds();
         if let Some(hit) = self.0.cache.get(header)
             && hit.valid_until > now
