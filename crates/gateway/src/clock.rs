@@ -43,21 +43,17 @@ impl CoarseInstant {
     }
 }
 
-/// Unix time in whole seconds, to the last timer tick (0 if the clock reads
-/// before 1970).
-#[must_use]
-pub fn unix_seconds() -> i64 {
-    coarse_realtime_seconds()
-}
-
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn coarse_monotonic() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
     Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_nsec).unwrap_or(0))
 }
 
+/// Unix time in whole seconds, to the last timer tick (0 if the clock reads
+/// before 1970).
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn coarse_realtime_seconds() -> i64 {
+#[must_use]
+pub fn unix_seconds() -> i64 {
     rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse).tv_sec.max(0)
 }
 
@@ -68,8 +64,10 @@ fn coarse_monotonic() -> Duration {
     ORIGIN.elapsed()
 }
 
+/// Unix time in whole seconds (0 if the clock reads before 1970).
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn coarse_realtime_seconds() -> i64 {
+#[must_use]
+pub fn unix_seconds() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

@@ -541,7 +541,9 @@ async fn send_upstream(
             series.failed(kind);
         }
     };
-    let started = std::time::Instant::now();
+    // One clock read for both the upstream latency and the deadline. (On a
+    // paused tokio clock, in tests, the latency then reads as 0.)
+    let started = tokio::time::Instant::now();
     let UpstreamRequest { parts, target, host, filter, added, body } = request;
     let forwarded = Forwarded {
         method: &parts.method,
@@ -551,7 +553,7 @@ async fn send_upstream(
         keep: |name: &HeaderName| filter.forwards(name),
         added: &added,
     };
-    match pool.forward(forwarded, body, Some(timeout)).await {
+    match pool.forward(forwarded, body, Some(started + timeout)).await {
         Err(UpstreamError::Timeout) => {
             count_failure(UpstreamErrorKind::Timeout);
             tracing::warn!(request_id = %ctx.request_id, upstream = %plan.route.name, "upstream timed out");
@@ -572,7 +574,7 @@ async fn send_upstream(
         }
         Ok(response) => {
             if let Some(series) = series {
-                series.responded(started);
+                series.responded(started.into_std());
             }
             Ok(response)
         }

@@ -168,8 +168,8 @@ impl RevocationView {
             self.cursor.store(newest, Ordering::Relaxed);
             if page.complete {
                 self.synced_at.store(page.now, Ordering::Relaxed);
-                self.last_success.store(unix_seconds(), Ordering::Relaxed);
                 let current = unix_seconds();
+                self.last_success.store(current, Ordering::Relaxed);
                 self.revoked.retain(|_, drop_after| *drop_after > current);
                 return Ok(());
             }

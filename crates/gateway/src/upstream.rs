@@ -421,7 +421,8 @@ impl UpstreamPool {
         self.send_within(request, None).await
     }
 
-    /// [`send`](Self::send), with [`forward`](Self::forward)'s `timeout`.
+    /// [`send`](Self::send), with a deadline `timeout` from now
+    /// ([`forward`](Self::forward)'s `deadline`).
     ///
     /// # Errors
     /// As [`UpstreamPool::forward`].
@@ -439,15 +440,15 @@ impl UpstreamPool {
             keep: |_: &HeaderName| true,
             added: &[],
         };
-        self.forward(forwarded, body, timeout).await
+        self.forward(forwarded, body, timeout.map(|timeout| Instant::now() + timeout)).await
     }
 
     /// Sends a request made of a client's request and the gateway's changes
     /// to it ([`Forwarded`]), encoded straight into the request head: the
     /// client's header map is never edited. Returns the response head; the
     /// body streams from the connection, which returns to the pool once the
-    /// body has been read. With a `timeout`, no response head within it
-    /// (from now: connecting, writing the request, waiting) is
+    /// body has been read. With a `deadline`, no response head by then
+    /// (connecting, writing the request, waiting) is
     /// [`UpstreamError::Timeout`].
     ///
     /// # Errors
@@ -458,14 +459,13 @@ impl UpstreamPool {
         self: &Arc<Self>,
         request: Forwarded<'_, K>,
         body: Body,
-        timeout: Option<Duration>,
+        deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + '_ {
         let Forwarded { method, target, host, headers, keep, added } = request;
         let framing = request_framing(headers, &body);
         let mut head = Vec::with_capacity(1024);
         let fields = headers.iter().filter(|(name, _)| keep(name)).chain(added.iter().map(|(n, v)| (n, v)));
         http1::encode_request_head(&mut head, method, target, host.unwrap_or(&self.default_host), fields, framing);
-        let deadline = timeout.map(|timeout| Instant::now() + timeout);
         self.send_head(method.clone(), head, framing, body, deadline)
     }
 
