@@ -77,9 +77,11 @@ pub const MAX_FIELDS: usize = 100;
 pub const DRAIN_LIMIT: u64 = 256 * 1024;
 /// How long draining an unread body, or a lingering close, may take.
 const DRAIN_TIME: Duration = Duration::from_secs(1);
-/// Room left in a request's header map for the fields a service adds (the
-/// gateway adds up to ten before forwarding), so it grows at most once.
-const HEADROOM: usize = 12;
+/// Room left in a request's header map for fields a service adds. None:
+/// no service adds fields to a request it received (the gateway adds its
+/// own as it encodes the upstream request, `gateway::upstream::Forwarded`),
+/// so the map is made the size of the fields it holds.
+const HEADROOM: usize = 0;
 /// How much is read from the socket at a time.
 const READ_SIZE: usize = 8 * 1024;
 /// A response body frame this large is written on its own rather than
