@@ -4,9 +4,13 @@
 # CPU time on a shared machine, does not drift from run to run, so an A/B of
 # a gateway change is a comparison of two numbers.
 #
-#   bench/callgrind.sh [--bin PATH] [--seconds N] [--keep] [--help]
+#   bench/callgrind.sh [--bin PATH] [--seconds N] [--nginx] [--keep] [--help]
 #
 #   --bin PATH     the gatehouse binary (default: build and use the release one)
+#   --nginx        count nginx as a plain reverse proxy instead (one worker,
+#                  upstream keepalive, as ../shared/bench/peers.sh configures
+#                  it; :29102), under the same load with the same token: the
+#                  figure the gateway's is compared with
 #   --seconds N    length of the counted wrk run, 1..30 (default 4)
 #   --keep         keep the work directory with the callgrind output
 #                  (read it with callgrind_annotate FILE)
@@ -19,7 +23,9 @@
 # through the gateway, a 2 s warm-up, then instrumentation on for an
 # authenticated `wrk -t1 -c8` GET run and off again. It prints requests,
 # instructions, and instructions per request (user space of the gatehouse
-# process: ours, the libraries', libc's; not the kernel's).
+# process: ours, the libraries', libc's; not the kernel's). With --nginx,
+# gatehouse runs outside valgrind only to issue the token, and the counted
+# process is the nginx proxy in front of the same upstream.
 #
 # Under valgrind, code that picks CPU features at run time takes its portable
 # path (SHA-256 is the plain one, not SHA-NI), so the signer weighs more than
@@ -30,15 +36,16 @@ export LC_ALL=C
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 HOST=127.0.0.1
-PORT_UP=29101 PORT_GW=29080 PORT_AUTH=29081
-ALL_PORTS="$PORT_UP $PORT_GW $PORT_AUTH 29082 29083 29084"
-BIN="" SECONDS_RUN=4 KEEP=0
+PORT_UP=29101 PORT_GW=29080 PORT_AUTH=29081 PORT_NGX=29102
+ALL_PORTS="$PORT_UP $PORT_GW $PORT_AUTH 29082 29083 29084 $PORT_NGX"
+BIN="" SECONDS_RUN=4 KEEP=0 NGINX=0
 usage() { awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) BIN=${2:?--bin needs a path}; shift ;;
     --seconds) SECONDS_RUN=${2:?--seconds needs a number}; shift ;;
     --keep) KEEP=1 ;;
+    --nginx) NGINX=1 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "callgrind.sh: unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
@@ -116,7 +123,9 @@ nginx -p "$WORK/upstream" -c "$WORK/upstream/nginx.conf" -e "$WORK/upstream/erro
 PIDS+=("$!")
 
 # A clean environment in an empty directory (no .env, no stray DATABASE_URL);
-# exec keeps $! valgrind itself.
+# exec keeps $! valgrind (or, with --nginx, gatehouse) itself.
+UNDER=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/callgrind.out")
+[ "$NGINX" = 0 ] || UNDER=()
 # shellcheck disable=SC2016  # $1/$@ are the inner sh's
 sh -c 'cd "$1" && shift && exec env -i "$@"' sh "$WORK/run" \
   PATH=/usr/local/bin:/usr/bin:/bin DATA_DIR="$WORK/run/data" USER_SERVICE_URL="http://$HOST:$PORT_UP" \
@@ -124,15 +133,14 @@ sh -c 'cd "$1" && shift && exec env -i "$@"' sh "$WORK/run" \
   RUST_LOG=warn JWT_ALGORITHM=EdDSA TOKIO_WORKER_THREADS=1 \
   RATE_LIMIT_PER_MINUTE=100000000 RATE_LIMIT_BURST=1000000 \
   USER_RATE_LIMIT_PER_MINUTE=100000000 USER_RATE_LIMIT_BURST=1000000 \
-  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/callgrind.out" "$BIN" up \
-  >"$WORK/gatehouse.log" 2>&1 &
-VG=$!
-PIDS+=("$VG")
+  "${UNDER[@]}" "$BIN" up >"$WORK/gatehouse.log" 2>&1 &
+GH=$!
+PIDS+=("$GH")
 
 ready=0
 for _ in $(seq 1 600); do
   if curl -sf --noproxy '*' --max-time 2 -o /dev/null "http://$HOST:$PORT_GW/ready"; then ready=1; break; fi
-  kill -0 "$VG" 2>/dev/null || { cat "$WORK/gatehouse.log" >&2; die "gatehouse exited"; }
+  kill -0 "$GH" 2>/dev/null || { cat "$WORK/gatehouse.log" >&2; die "gatehouse exited"; }
   sleep 0.2
 done
 [ "$ready" = 1 ] || { tail -20 "$WORK/gatehouse.log" >&2; die "the gateway was not ready after 120 s"; }
@@ -147,6 +155,59 @@ TOKEN=$(curl -sf --noproxy '*' --max-time 60 -X POST -H 'Content-Type: applicati
 URL="http://$HOST:$PORT_GW/api/v1/users/profile"
 code=$(curl -s --noproxy '*' --max-time 10 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$URL")
 [ "$code" = 200 ] || die "GET $URL with the token: HTTP $code"
+VG=$GH COUNTED=$BIN
+
+if [ "$NGINX" = 1 ]; then
+  # The peers' plain proxy (../shared/bench/peers.sh): one worker, upstream
+  # keepalive; without a master process, so valgrind's process is the worker.
+  mkdir -p "$WORK/proxy/tmp"
+  cat >"$WORK/proxy/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+master_process off;
+pid $WORK/proxy/nginx.pid;
+error_log $WORK/proxy/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    server_tokens off;
+    client_body_temp_path $WORK/proxy/tmp/body;
+    proxy_temp_path       $WORK/proxy/tmp/proxy;
+    fastcgi_temp_path     $WORK/proxy/tmp/fastcgi;
+    uwsgi_temp_path       $WORK/proxy/tmp/uwsgi;
+    scgi_temp_path        $WORK/proxy/tmp/scgi;
+    keepalive_timeout 65s;
+    keepalive_requests 1000000;
+    upstream app {
+        server $HOST:$PORT_UP;
+        keepalive 64;
+        keepalive_requests 1000000;
+        keepalive_timeout 60s;
+    }
+    server {
+        listen $HOST:$PORT_NGX;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/callgrind.out" \
+    nginx -p "$WORK/proxy" -c "$WORK/proxy/nginx.conf" -e "$WORK/proxy/error.log" >"$WORK/proxy/out.log" 2>&1 &
+  VG=$! COUNTED="nginx proxy ($(nginx -v 2>&1 | sed 's/^nginx version: //'))"
+  PIDS+=("$VG")
+  URL="http://$HOST:$PORT_NGX/users/profile"
+  code=000
+  for _ in $(seq 1 300); do
+    code=$(curl -s --noproxy '*' --max-time 5 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$URL" || true)
+    [ "$code" = 200 ] && break
+    kill -0 "$VG" 2>/dev/null || { cat "$WORK/proxy/out.log" >&2; die "the nginx proxy exited"; }
+    sleep 0.2
+  done
+  [ "$code" = 200 ] || die "GET $URL through the nginx proxy: HTTP $code"
+fi
 
 timeout 30 wrk -t1 -c8 -d2s -H "Authorization: Bearer $TOKEN" "$URL" >/dev/null
 callgrind_control -i on "$VG" >/dev/null
@@ -158,4 +219,4 @@ sleep 1
 [ -n "$REQUESTS" ] && [ "$REQUESTS" -gt 0 ] || die "wrk served no requests"
 IR=$(cat "$WORK"/callgrind.out* | awk '/^totals:/ { s += $2 } END { print s + 0 }')
 [ "$IR" -gt 0 ] || die "callgrind counted nothing"
-printf 'binary        %s\nrequests      %d\ninstructions  %d\nper request   %d\n' "$BIN" "$REQUESTS" "$IR" $((IR / REQUESTS))
+printf 'counted       %s\nrequests      %d\ninstructions  %d\nper request   %d\n' "$COUNTED" "$REQUESTS" "$IR" $((IR / REQUESTS))
