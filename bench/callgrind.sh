@@ -93,22 +93,32 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-mkdir -p "$WORK/upstream/tmp" "$WORK/run"
-cat >"$WORK/upstream/nginx.conf" <<EOF
+# What the upstream's and (with --nginx) the proxy's configurations share,
+# up to their own lines inside `http {`: one process, no master (so the
+# process started is the one that serves), no access log.
+nginx_conf_head() { # nginx_conf_head DIR
+  cat <<EOF
 worker_processes 1;
 daemon off;
 master_process off;
-pid $WORK/upstream/nginx.pid;
-error_log $WORK/upstream/error.log warn;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
 events { worker_connections 1024; }
 http {
     access_log off;
-    client_body_temp_path $WORK/upstream/tmp/body;
-    proxy_temp_path       $WORK/upstream/tmp/proxy;
-    fastcgi_temp_path     $WORK/upstream/tmp/fastcgi;
-    uwsgi_temp_path       $WORK/upstream/tmp/uwsgi;
-    scgi_temp_path        $WORK/upstream/tmp/scgi;
+    client_body_temp_path $1/tmp/body;
+    proxy_temp_path       $1/tmp/proxy;
+    fastcgi_temp_path     $1/tmp/fastcgi;
+    uwsgi_temp_path       $1/tmp/uwsgi;
+    scgi_temp_path        $1/tmp/scgi;
     keepalive_requests 1000000;
+EOF
+}
+
+mkdir -p "$WORK/upstream/tmp" "$WORK/run"
+{
+  nginx_conf_head "$WORK/upstream"
+  cat <<EOF
     server {
         listen $HOST:$PORT_UP;
         location = /users/profile {
@@ -119,6 +129,7 @@ http {
     }
 }
 EOF
+} >"$WORK/upstream/nginx.conf"
 nginx -p "$WORK/upstream" -c "$WORK/upstream/nginx.conf" -e "$WORK/upstream/error.log" >"$WORK/upstream/out.log" 2>&1 &
 PIDS+=("$!")
 
@@ -161,23 +172,11 @@ if [ "$NGINX" = 1 ]; then
   # The peers' plain proxy (../shared/bench/peers.sh): one worker, upstream
   # keepalive; without a master process, so valgrind's process is the worker.
   mkdir -p "$WORK/proxy/tmp"
-  cat >"$WORK/proxy/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-master_process off;
-pid $WORK/proxy/nginx.pid;
-error_log $WORK/proxy/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
+  {
+    nginx_conf_head "$WORK/proxy"
+    cat <<EOF
     server_tokens off;
-    client_body_temp_path $WORK/proxy/tmp/body;
-    proxy_temp_path       $WORK/proxy/tmp/proxy;
-    fastcgi_temp_path     $WORK/proxy/tmp/fastcgi;
-    uwsgi_temp_path       $WORK/proxy/tmp/uwsgi;
-    scgi_temp_path        $WORK/proxy/tmp/scgi;
     keepalive_timeout 65s;
-    keepalive_requests 1000000;
     upstream app {
         server $HOST:$PORT_UP;
         keepalive 64;
@@ -194,6 +193,7 @@ http {
     }
 }
 EOF
+  } >"$WORK/proxy/nginx.conf"
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/callgrind.out" \
     nginx -p "$WORK/proxy" -c "$WORK/proxy/nginx.conf" -e "$WORK/proxy/error.log" >"$WORK/proxy/out.log" 2>&1 &
   VG=$! COUNTED="nginx proxy ($(nginx -v 2>&1 | sed 's/^nginx version: //'))"
