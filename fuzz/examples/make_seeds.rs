@@ -143,6 +143,12 @@ fn main() {
     let extra_header =
         json!({"alg": "HS256", "typ": "at+jwt", "kid": hs.kid(), "crit": ["exp"], "jku": "http://evil/"});
     seeds.write(t, "extra-header", framed(0, &extra_header.to_string(), &c));
+    // Found by fuzzing: bytes that are not UTF-8 in a string of a member the
+    // claims type does not name (serde_json skips such strings unchecked).
+    let mut not_utf8 = framed(0, &header("HS256", "at+jwt", hs.kid()), "{");
+    not_utf8.extend_from_slice(b"\"x\":\"evi\xAEl\",");
+    not_utf8.extend_from_slice(&c.as_bytes()[1..]);
+    seeds.write(t, "regression-claims-not-utf8", not_utf8);
 
     // --- jwks ----------------------------------------------------------------
     let t = "jwks";
