@@ -135,7 +135,8 @@ PIDS+=("$!")
 
 # A clean environment in an empty directory (no .env, no stray DATABASE_URL);
 # exec keeps $! valgrind (or, with --nginx, gatehouse) itself.
-UNDER=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/callgrind.out")
+CALLGRIND=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/callgrind.out")
+UNDER=("${CALLGRIND[@]}")
 [ "$NGINX" = 0 ] || UNDER=()
 # shellcheck disable=SC2016  # $1/$@ are the inner sh's
 sh -c 'cd "$1" && shift && exec env -i "$@"' sh "$WORK/run" \
@@ -194,8 +195,7 @@ if [ "$NGINX" = 1 ]; then
 }
 EOF
   } >"$WORK/proxy/nginx.conf"
-  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/callgrind.out" \
-    nginx -p "$WORK/proxy" -c "$WORK/proxy/nginx.conf" -e "$WORK/proxy/error.log" >"$WORK/proxy/out.log" 2>&1 &
+  "${CALLGRIND[@]}" nginx -p "$WORK/proxy" -c "$WORK/proxy/nginx.conf" -e "$WORK/proxy/error.log" >"$WORK/proxy/out.log" 2>&1 &
   VG=$! COUNTED="nginx proxy ($(nginx -v 2>&1 | sed 's/^nginx version: //'))"
   PIDS+=("$VG")
   URL="http://$HOST:$PORT_NGX/users/profile"
