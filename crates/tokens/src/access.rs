@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Header, Validation, decode, decode_header, encode};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -205,11 +206,9 @@ fn header_and_claims_are_utf8(token: &str) -> bool {
     let (Some(header), Some(claims)) = (segments.next(), segments.next()) else {
         return false;
     };
-    [header, claims].into_iter().all(|segment| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(segment)
-            .is_ok_and(|bytes| std::str::from_utf8(&bytes).is_ok())
-    })
+    [header, claims]
+        .into_iter()
+        .all(|segment| URL_SAFE_NO_PAD.decode(segment).is_ok_and(|bytes| std::str::from_utf8(&bytes).is_ok()))
 }
 
 fn map_error(e: jsonwebtoken::errors::Error) -> VerifyError {
