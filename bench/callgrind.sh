@@ -4,13 +4,17 @@
 # CPU time on a shared machine, does not drift from run to run, so an A/B of
 # a gateway change is a comparison of two numbers.
 #
-#   bench/callgrind.sh [--bin PATH] [--seconds N] [--nginx] [--keep] [--help]
+#   bench/callgrind.sh [--bin PATH] [--seconds N] [--nginx | --floor] [--keep] [--help]
 #
 #   --bin PATH     the gatehouse binary (default: build and use the release one)
 #   --nginx        count nginx as a plain reverse proxy instead (one worker,
 #                  upstream keepalive, as ../shared/bench/peers.sh configures
 #                  it; :29102), under the same load with the same token: the
 #                  figure the gateway's is compared with
+#   --floor        count the bare tokio proxy instead (the gateway crate's
+#                  `bare_proxy` example, built here; :29103): no checks, no
+#                  header maps, what any proxy in this runtime pays; the
+#                  gateway's count minus this one is the gateway's own
 #   --seconds N    length of the counted wrk run, 1..30 (default 4)
 #   --keep         keep the work directory with the callgrind output
 #                  (read it with callgrind_annotate FILE)
@@ -23,9 +27,9 @@
 # through the gateway, a 2 s warm-up, then instrumentation on for an
 # authenticated `wrk -t1 -c8` GET run and off again. It prints requests,
 # instructions, and instructions per request (user space of the gatehouse
-# process: ours, the libraries', libc's; not the kernel's). With --nginx,
-# gatehouse runs outside valgrind only to issue the token, and the counted
-# process is the nginx proxy in front of the same upstream.
+# process: ours, the libraries', libc's; not the kernel's). With --nginx or
+# --floor, gatehouse runs outside valgrind only to issue the token, and the
+# counted process is that proxy in front of the same upstream.
 #
 # Under valgrind, code that picks CPU features at run time takes its portable
 # path (SHA-256 is the plain one, not SHA-NI), so the signer weighs more than
@@ -36,9 +40,9 @@ export LC_ALL=C
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 HOST=127.0.0.1
-PORT_UP=29101 PORT_GW=29080 PORT_AUTH=29081 PORT_NGX=29102
-ALL_PORTS="$PORT_UP $PORT_GW $PORT_AUTH 29082 29083 29084 $PORT_NGX"
-BIN="" SECONDS_RUN=4 KEEP=0 NGINX=0
+PORT_UP=29101 PORT_GW=29080 PORT_AUTH=29081 PORT_NGX=29102 PORT_FLOOR=29103
+ALL_PORTS="$PORT_UP $PORT_GW $PORT_AUTH 29082 29083 29084 $PORT_NGX $PORT_FLOOR"
+BIN="" SECONDS_RUN=4 KEEP=0 NGINX=0 FLOOR=0
 usage() { awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -46,12 +50,14 @@ while [ $# -gt 0 ]; do
     --seconds) SECONDS_RUN=${2:?--seconds needs a number}; shift ;;
     --keep) KEEP=1 ;;
     --nginx) NGINX=1 ;;
+    --floor) FLOOR=1 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "callgrind.sh: unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
 done
 die() { printf 'callgrind.sh: error: %s\n' "$*" >&2; exit 1; }
+[ "$NGINX" = 0 ] || [ "$FLOOR" = 0 ] || die "--nginx and --floor count different proxies: pick one"
 [[ "$SECONDS_RUN" =~ ^[0-9]+$ ]] && [ "$SECONDS_RUN" -ge 1 ] && [ "$SECONDS_RUN" -le 30 ] \
   || die "--seconds must be 1..30 (got '$SECONDS_RUN')"
 
@@ -75,6 +81,13 @@ if [ -z "$BIN" ]; then
 fi
 [ -x "$BIN" ] || die "no binary at $BIN"
 BIN=$(realpath "$BIN")
+if [ "$FLOOR" = 1 ]; then
+  (cd "$ROOT" && cargo build --release --locked -p gateway --example bare_proxy)
+  FLOOR_BIN=$(dirname "$BIN")/examples/bare_proxy
+  [ -x "$FLOOR_BIN" ] || FLOOR_BIN=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps --locked \
+    | python3 -c 'import sys, json; print(json.load(sys.stdin)["target_directory"])')/release/examples/bare_proxy
+  [ -x "$FLOOR_BIN" ] || die "no bare_proxy example at $FLOOR_BIN"
+fi
 
 WORK=$(mktemp -d /tmp/gatehouse-callgrind.XXXXXX)
 PIDS=()
@@ -137,7 +150,7 @@ PIDS+=("$!")
 # exec keeps $! valgrind (or, with --nginx, gatehouse) itself.
 CALLGRIND=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/callgrind.out")
 UNDER=("${CALLGRIND[@]}")
-[ "$NGINX" = 0 ] || UNDER=()
+[ "$NGINX" = 0 ] && [ "$FLOOR" = 0 ] || UNDER=()
 # shellcheck disable=SC2016  # $1/$@ are the inner sh's
 sh -c 'cd "$1" && shift && exec env -i "$@"' sh "$WORK/run" \
   PATH=/usr/local/bin:/usr/bin:/bin DATA_DIR="$WORK/run/data" USER_SERVICE_URL="http://$HOST:$PORT_UP" \
@@ -169,6 +182,17 @@ code=$(curl -s --noproxy '*' --max-time 10 -o /dev/null -w '%{http_code}' -H "Au
 [ "$code" = 200 ] || die "GET $URL with the token: HTTP $code"
 VG=$GH COUNTED=$BIN
 
+await_proxy() { # await_proxy NAME LOG: $URL answers 200 through the proxy $VG (started under valgrind: slow)
+  local code=000
+  for _ in $(seq 1 300); do
+    code=$(curl -s --noproxy '*' --max-time 5 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$URL" || true)
+    [ "$code" = 200 ] && return 0
+    kill -0 "$VG" 2>/dev/null || { cat "$2" >&2; die "$1 exited"; }
+    sleep 0.2
+  done
+  die "GET $URL through $1: HTTP $code"
+}
+
 if [ "$NGINX" = 1 ]; then
   # The peers' plain proxy (../shared/bench/peers.sh): one worker, upstream
   # keepalive; without a master process, so valgrind's process is the worker.
@@ -199,14 +223,15 @@ EOF
   VG=$! COUNTED="nginx proxy ($(nginx -v 2>&1 | sed 's/^nginx version: //'))"
   PIDS+=("$VG")
   URL="http://$HOST:$PORT_NGX/users/profile"
-  code=000
-  for _ in $(seq 1 300); do
-    code=$(curl -s --noproxy '*' --max-time 5 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$URL" || true)
-    [ "$code" = 200 ] && break
-    kill -0 "$VG" 2>/dev/null || { cat "$WORK/proxy/out.log" >&2; die "the nginx proxy exited"; }
-    sleep 0.2
-  done
-  [ "$code" = 200 ] || die "GET $URL through the nginx proxy: HTTP $code"
+  await_proxy "the nginx proxy" "$WORK/proxy/out.log"
+fi
+
+if [ "$FLOOR" = 1 ]; then
+  "${CALLGRIND[@]}" "$FLOOR_BIN" "$HOST:$PORT_FLOOR" "$HOST:$PORT_UP" >"$WORK/floor.log" 2>&1 &
+  VG=$! COUNTED="bare tokio proxy ($FLOOR_BIN)"
+  PIDS+=("$VG")
+  URL="http://$HOST:$PORT_FLOOR/users/profile"
+  await_proxy "the bare proxy" "$WORK/floor.log"
 fi
 
 timeout 30 wrk -t1 -c8 -d2s -H "Authorization: Bearer $TOKEN" "$URL" >/dev/null
