@@ -12,6 +12,10 @@
 #                       revocation view, rate limit, identity signing, access
 #                       log off; N tokio workers (1 = like the single-worker
 #                       peers; "default" = one per core)
+#   floor-bare-tokio    the floor: a bare tokio proxy, no checks, no header
+#                       maps (the gateway crate's `bare_proxy` example, run by
+#                       bench/gateway.sh --floor with the first variant): what
+#                       proxying alone costs in the gateway's runtime
 #
 #   bench/compare.sh [--duration SECS] [--rounds N] [--quiet-wait SECS] [--out FILE] [--help]
 #
@@ -86,11 +90,13 @@ for round in $(seq 1 "$ROUNDS"); do
     read -r alg workers <<<"$variant"
     args=(--alg "$alg" --duration "$DURATION" --results "$RESULTS")
     [ "$workers" = default ] || args+=(--workers "$workers")
+    [ "$variant" != "RS256 1" ] || args+=(--floor)
     wait_quiet
     say "bench/gateway.sh ${args[*]}"
+    before=$(wc -l <"$RESULTS")
     "$ROOT/bench/gateway.sh" "${args[@]}" >"$WORK/gateway-$alg-$workers.log" 2>&1 \
       || { cat "$WORK/gateway-$alg-$workers.log" >&2; die "bench/gateway.sh ${args[*]} failed"; }
-    tail -n +1 "$RESULTS" | tail -1
+    tail -n +$((before + 1)) "$RESULTS"
   done
 
   wait_quiet

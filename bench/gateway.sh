@@ -6,7 +6,7 @@
 #
 #   bench/gateway.sh [--alg RS256|EdDSA|HS256] [--duration SECS] [--workers N]
 #                    [--log LEVEL] [--perf FILE] [--with-peers] [--results FILE]
-#                    [--no-install] [--help]
+#                    [--floor] [--no-install] [--help]
 #
 #   --alg ALG        JWT_ALGORITHM of the stack (default RS256; HS256 gets a
 #                    random 48-character JWT_SECRET)
@@ -29,6 +29,10 @@
 #                    to FILE (bench/compare.sh collects them): label, then
 #                    req/s, p50/p99 in µs, errors, CPU µs per request of the
 #                    measured process, other-process CPU %
+#   --floor          also measure the floor: the gateway crate's `bare_proxy`
+#                    example (a bare tokio proxy, no checks, no header maps;
+#                    built here) on :18085 in front of the same upstream,
+#                    under the same load and token, after the gateway
 #   --no-install     fail instead of apt-get installing wrk / nginx
 #   (BENCH_UPSTREAM=python in the environment forces the python3 upstream)
 #
@@ -60,8 +64,8 @@ HOST=127.0.0.1
 PORT_UP=9101 PORT_GW=18080 PORT_AUTH=18081
 # `up` also starts the user, payment and notification services: keep them off
 # their defaults (8082-8084), which a developer's own `up` may be using.
-PORT_USERS=18082 PORT_PAYMENTS=18083 PORT_NOTIFICATIONS=18084
-ALL_PORTS="$PORT_UP $PORT_GW $PORT_AUTH $PORT_USERS $PORT_PAYMENTS $PORT_NOTIFICATIONS"
+PORT_USERS=18082 PORT_PAYMENTS=18083 PORT_NOTIFICATIONS=18084 PORT_FLOOR=18085
+ALL_PORTS="$PORT_UP $PORT_GW $PORT_AUTH $PORT_USERS $PORT_PAYMENTS $PORT_NOTIFICATIONS $PORT_FLOOR"
 PEERS_SH=/work/shared/bench/peers.sh
 PEERS_REPORT=/tmp/peers-bench/report.txt
 UPSTREAM_PATH=/users/profile
@@ -70,7 +74,7 @@ UPSTREAM_BODY='{"user_id":"usr_7f3a9c2e","name":"Bench User","email":"bench.user
 PASSWORD="bench passphrase 2026"
 THREADS=1 CONNS=32 WARMUP=1
 
-ALG=RS256 DURATION=5 WORKERS="" WITH_PEERS=0 INSTALL=1 LOG_LEVEL=warn PERF_OUT="" RESULTS_OUT=""
+ALG=RS256 DURATION=5 WORKERS="" WITH_PEERS=0 INSTALL=1 LOG_LEVEL=warn PERF_OUT="" RESULTS_OUT="" FLOOR=0
 usage() { awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -87,6 +91,7 @@ while [ $# -gt 0 ]; do
     --with-peers) WITH_PEERS=1 ;;
     --results) RESULTS_OUT=${2:?--results needs a file}; shift ;;
     --results=*) RESULTS_OUT=${1#*=} ;;
+    --floor) FLOOR=1 ;;
     --no-install) INSTALL=0 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "gateway.sh: unknown argument: $1 (try --help)" >&2; exit 2 ;;
@@ -242,6 +247,12 @@ TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps --locked 
   | python3 -c 'import sys, json; print(json.load(sys.stdin)["target_directory"])')
 BIN=$TARGET_DIR/release/gatehouse
 [ -x "$BIN" ] || die "no binary at $BIN"
+if [ "$FLOOR" = 1 ]; then
+  say "cargo build --release --locked -p gateway --example bare_proxy"
+  (cd "$ROOT" && cargo build --release --locked -p gateway --example bare_proxy)
+  FLOOR_BIN=$TARGET_DIR/release/examples/bare_proxy
+  [ -x "$FLOOR_BIN" ] || die "no binary at $FLOOR_BIN"
+fi
 
 check_ports   # again: the build may have taken a while
 WORK=$(mktemp -d /tmp/gatehouse-bench.XXXXXX)
@@ -404,6 +415,16 @@ code=$(req gw-noauth "$GW_URL")
 code=$(req up-check "$UP_URL" -H "Authorization: Bearer $TOKEN")
 if [ "$code" != 200 ] || [ "$(cat "$WORK/up-check.body")" != "$UPSTREAM_BODY" ]; then die "GET $UP_URL: HTTP $code"; fi
 say "checks passed: gateway 200 + upstream body + X-User-ID $USER_ID; 401 without a token; upstream 200"
+FLOOR_PID=""
+if [ "$FLOOR" = 1 ]; then
+  start_bg "$WORK/floor.log" "$FLOOR_BIN" "$HOST:$PORT_FLOOR" "$HOST:$PORT_UP"
+  FLOOR_PID=$LAST_PID
+  wait_port "$PORT_FLOOR" "$FLOOR_PID" "$WORK/floor.log"
+  FLOOR_URL="http://$HOST:$PORT_FLOOR$UPSTREAM_PATH"
+  code=$(req floor-check "$FLOOR_URL" -H "Authorization: Bearer $TOKEN")
+  if [ "$code" != 200 ] || [ "$(cat "$WORK/floor-check.body")" != "$UPSTREAM_BODY" ]; then die "GET $FLOOR_URL: HTTP $code"; fi
+  say "the floor (bare tokio proxy, :$PORT_FLOOR) answers 200 with the upstream's body"
+fi
 
 # ---------------------------------------------------------------- 7. load
 cat >"$WORK/wrk/report.lua" <<'LUA'
@@ -426,7 +447,7 @@ cpu_ticks() { # utime+stime (clock ticks) of the given PIDs, all their threads
   echo "$t"
 }
 host_total() { local _c u n s i w q sq st rest; read -r _c u n s i w q sq st rest </proc/stat; echo $((u+n+s+i+w+q+sq+st)); }
-OUR_PIDS="$GW_PID $UP_PIDS"
+OUR_PIDS="$GW_PID $UP_PIDS $FLOOR_PID"
 foreign_ticks() { # CPU ticks (incl. reaped children) of processes outside this benchmark, e.g. a build
   local f line pid ppid a t=0 me=$$ sub=$BASHPID
   for f in /proc/[0-9]*/stat; do
@@ -442,10 +463,10 @@ foreign_ticks() { # CPU ticks (incl. reaped children) of processes outside this 
   echo "$t"
 }
 
-run_wrk() { # run_wrk LABEL URL SECS RECORD(0|1)
-  local label=$1 url=$2 secs=$3 record=$4 out="$WORK/wrk/$1.$3s.txt" g0 g1 h0 h1 f0 f1 rc=0 res
+run_wrk() { # run_wrk LABEL URL SECS RECORD(0|1) [PID whose CPU is counted; default the gateway's]
+  local label=$1 url=$2 secs=$3 record=$4 pid_counted=${5:-$GW_PID} out="$WORK/wrk/$1.$3s.txt" g0 g1 h0 h1 f0 f1 rc=0 res
   guard_url "$url"
-  f0=$(foreign_ticks); h0=$(host_total); g0=$(cpu_ticks "$GW_PID")
+  f0=$(foreign_ticks); h0=$(host_total); g0=$(cpu_ticks "$pid_counted")
   # in the background, so a Ctrl-C/SIGTERM reaches the trap at once; timeout forwards it to wrk
   timeout --kill-after=5 $(( secs + 20 )) wrk -t"$THREADS" -c"$CONNS" -d"${secs}s" --timeout 2s --latency \
     -s "$WORK/wrk/report.lua" -H "Authorization: Bearer $TOKEN" "$url" >"$out" 2>&1 &
@@ -453,7 +474,7 @@ run_wrk() { # run_wrk LABEL URL SECS RECORD(0|1)
   STARTED+=("$pid")
   wait "$pid" || rc=$?
   unset 'STARTED[${#STARTED[@]}-1]'
-  g1=$(cpu_ticks "$GW_PID"); h1=$(host_total); f1=$(foreign_ticks)
+  g1=$(cpu_ticks "$pid_counted"); h1=$(host_total); f1=$(foreign_ticks)
   [ "$rc" = 0 ] || { cat "$out" >&2; die "wrk failed (exit $rc) against $url"; }
   res=$(grep -m1 '^RESULT ' "$out") || { cat "$out" >&2; die "no RESULT line from wrk ($out)"; }
   alive "$GW_PID" || { cat "$WORK/gatehouse.log" >&2; die "gatehouse died during the run"; }
@@ -465,10 +486,12 @@ run_wrk() { # run_wrk LABEL URL SECS RECORD(0|1)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 say "warm-up: ${WARMUP}s per target (not recorded)"
 run_wrk gateway "$GW_URL" "$WARMUP" 0
+[ -z "$FLOOR_PID" ] || run_wrk floor "$FLOOR_URL" "$WARMUP" 0 "$FLOOR_PID"
 run_wrk direct "$UP_URL" "$WARMUP" 0
-say "measuring: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency, gateway then direct"
+say "measuring: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency, gateway$([ -z "$FLOOR_PID" ] || echo ", the floor") then direct"
 : >"$WORK/results.txt"
 run_wrk gateway "$GW_URL" "$DURATION" 1
+[ -z "$FLOOR_PID" ] || run_wrk floor "$FLOOR_URL" "$DURATION" 1 "$FLOOR_PID"
 run_wrk direct "$UP_URL" "$DURATION" 1
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -480,16 +503,19 @@ echo "machine:  $NPROC cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f
 echo "stack:    gatehouse up (gateway + idle auth, users, payments, notifications in one process, SQLite), JWT $ALG, tokio workers ${WORKERS:-default (one per core)}, RUST_LOG=$LOG_LEVEL"
 echo "upstream: $([ "$UPSTREAM_KIND" = nginx ] && echo "nginx, 1 worker" || echo "python3 asyncio, 1 process"), $HOST:$PORT_UP; load: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency, Bearer token on both, ${WARMUP}s warm-up each"
 echo
-awk -v clk="$CLK_TCK" -v ncpu="$NPROC" -v gwurl="gateway :$PORT_GW $GATEWAY_PATH" -v upurl="direct  :$PORT_UP $UPSTREAM_PATH" '
+awk -v clk="$CLK_TCK" -v ncpu="$NPROC" -v gwurl="gateway :$PORT_GW $GATEWAY_PATH" -v upurl="direct  :$PORT_UP $UPSTREAM_PATH" \
+    -v floorurl="floor   :$PORT_FLOOR (bare tokio proxy)" '
   {
     delete kv
     for (i = 2; i <= NF; i++) { split($i, p, "="); kv[p[1]] = p[2] }
     lab = $1; n = kv["requests"]; dur = kv["duration_us"] / 1e6
     rps[lab] = n / dur
+    counted = (lab != "direct")   # the gateway and the floor: their own process CPU
     line[lab] = sprintf("  %-38s %9.0f %8.3f %8.3f %6d %12s %10s %8.1f",
-      (lab == "gateway" ? gwurl : upurl), n / dur, kv["p50_us"] / 1000, kv["p99_us"] / 1000, kv["errors"],
-      (lab == "gateway" ? sprintf("%.1f", kv["gw_ticks"] * 1e6 / clk / n) : "-"),
-      (lab == "gateway" ? sprintf("%.0f", 100 * kv["gw_ticks"] / clk / dur) : "-"),
+      (lab == "gateway" ? gwurl : lab == "floor" ? floorurl : upurl), n / dur, kv["p50_us"] / 1000,
+      kv["p99_us"] / 1000, kv["errors"],
+      (counted ? sprintf("%.1f", kv["gw_ticks"] * 1e6 / clk / n) : "-"),
+      (counted ? sprintf("%.0f", 100 * kv["gw_ticks"] / clk / dur) : "-"),
       (kv["host_ticks"] > 0 ? 100 * kv["foreign_ticks"] / kv["host_ticks"] : 0))
     errs += kv["errors"]
     if (kv["host_ticks"] > 0 && 100 * kv["foreign_ticks"] / kv["host_ticks"] > 5) noisy = 1
@@ -497,25 +523,29 @@ awk -v clk="$CLK_TCK" -v ncpu="$NPROC" -v gwurl="gateway :$PORT_GW $GATEWAY_PATH
   END {
     printf "  %-38s %9s %8s %8s %6s %12s %10s %8s\n", "target", "req/s", "p50 ms", "p99 ms", "errors",
       "CPU us/req", "gw core %", "other %"
-    print line["gateway"]; print line["direct"]
+    print line["gateway"]; if ("floor" in line) print line["floor"]; print line["direct"]
     printf "\n  gateway / direct req/s: %.2f\n", rps["gateway"] / rps["direct"]
-    print "\n  CPU us/req: the gatehouse process (all threads) CPU time / requests served, as peers.sh reports"
-    print "  it for nginx and HAProxy; gw core %: that CPU time in % of one core over the run; other %: CPU of"
-    print "  processes outside this benchmark as a share of all " ncpu " cores (above ~5% the run competed, e.g. with a build)."
+    print "\n  CPU us/req: the gatehouse process (all threads) CPU time / requests served (the floor: its own"
+    print "  process), as peers.sh reports it for nginx and HAProxy; gw core %: that CPU time in % of one core"
+    print "  over the run; other %: CPU of processes outside this benchmark as a share of all " ncpu " cores"
+    print "  (above ~5% the run competed, e.g. with a build)."
     print "  wrk, the upstream and the gateway share the " ncpu " cores: req/s is the whole loop on this box."
     if (errs > 0) print "\n  WARNING: socket errors or non-2xx responses during the load; the figures are not valid."
     if (noisy) print "\n  WARNING: other processes used > 5% of the CPUs during a run; figures are depressed and noisy."
   }' "$WORK/results.txt"
 echo
 if [ -n "$RESULTS_OUT" ]; then
-  # The gateway's CPU is the gatehouse process's; direct's is the upstream nginx's (as peers.sh counts it).
+  # The gateway's CPU is the gatehouse process's, the floor's its own; direct is not written (peers.sh
+  # counts the upstream nginx's as upstream-direct).
   awk -v clk="$CLK_TCK" -v alg="$ALG" -v workers="${WORKERS:-default}" '
     {
       delete kv
       for (i = 2; i <= NF; i++) { split($i, p, "="); kv[p[1]] = p[2] }
       n = kv["requests"]; dur = kv["duration_us"] / 1e6
-      if ($1 != "gateway") next
-      printf "gatehouse-%s-w%s\t%.0f\t%d\t%d\t%d\t%.1f\t%.1f\n", alg, workers, n / dur, kv["p50_us"], kv["p99_us"],
+      if ($1 == "gateway") label = sprintf("gatehouse-%s-w%s", alg, workers)
+      else if ($1 == "floor") label = "floor-bare-tokio"
+      else next
+      printf "%s\t%.0f\t%d\t%d\t%d\t%.1f\t%.1f\n", label, n / dur, kv["p50_us"], kv["p99_us"],
         kv["errors"], kv["gw_ticks"] * 1e6 / clk / n, (kv["host_ticks"] > 0 ? 100 * kv["foreign_ticks"] / kv["host_ticks"] : 0)
     }' "$WORK/results.txt" >>"$RESULTS_OUT"
 fi
