@@ -74,18 +74,19 @@ for p in $ALL_PORTS; do
   [ -z "$(ss -Htln "sport = :$p")" ] || die "port $HOST:$p is already in use"
 done
 
+target_dir() { # where cargo puts this workspace's builds
+  (cd "$ROOT" && cargo metadata --format-version 1 --no-deps --locked) \
+    | python3 -c 'import sys, json; print(json.load(sys.stdin)["target_directory"])'
+}
 if [ -z "$BIN" ]; then
   (cd "$ROOT" && cargo build --release --locked -p gatehouse --bin gatehouse)
-  BIN=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps --locked \
-    | python3 -c 'import sys, json; print(json.load(sys.stdin)["target_directory"])')/release/gatehouse
+  BIN=$(target_dir)/release/gatehouse
 fi
 [ -x "$BIN" ] || die "no binary at $BIN"
 BIN=$(realpath "$BIN")
 if [ "$FLOOR" = 1 ]; then
   (cd "$ROOT" && cargo build --release --locked -p gateway --example bare_proxy)
-  FLOOR_BIN=$(dirname "$BIN")/examples/bare_proxy
-  [ -x "$FLOOR_BIN" ] || FLOOR_BIN=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps --locked \
-    | python3 -c 'import sys, json; print(json.load(sys.stdin)["target_directory"])')/release/examples/bare_proxy
+  FLOOR_BIN=$(target_dir)/release/examples/bare_proxy
   [ -x "$FLOOR_BIN" ] || die "no bare_proxy example at $FLOOR_BIN"
 fi
 

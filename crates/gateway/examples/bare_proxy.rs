@@ -27,6 +27,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{Buf as _, BytesMut};
+use common_http::http1::{Decimal, put_field};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
@@ -85,7 +86,7 @@ async fn serve(mut client: TcpStream, pool: &Pool, upstream: &str) -> std::io::R
                             return Ok(()); // no request bodies here
                         }
                         if !field.name.eq_ignore_ascii_case("connection") {
-                            put_field(&mut out, field);
+                            put_field(&mut out, field.name.as_bytes(), field.value);
                         }
                     }
                     out.extend_from_slice(b"\r\n");
@@ -118,7 +119,7 @@ async fn serve(mut client: TcpStream, pool: &Pool, upstream: &str) -> std::io::R
             if let httparse::Status::Complete(n) = parsed {
                 out.clear();
                 out.extend_from_slice(b"HTTP/1.1 ");
-                out.extend_from_slice(status_text(response.code.unwrap_or(502)).as_slice());
+                out.extend_from_slice(Decimal::of_u64(u64::from(response.code.unwrap_or(502))).as_bytes());
                 out.push(b' ');
                 out.extend_from_slice(response.reason.unwrap_or("").as_bytes());
                 out.extend_from_slice(b"\r\n");
@@ -130,7 +131,7 @@ async fn serve(mut client: TcpStream, pool: &Pool, upstream: &str) -> std::io::R
                         return Ok(()); // no chunked responses here
                     }
                     if !field.name.eq_ignore_ascii_case("connection") {
-                        put_field(&mut out, field);
+                        put_field(&mut out, field.name.as_bytes(), field.value);
                     }
                 }
                 out.extend_from_slice(b"\r\n");
@@ -165,17 +166,4 @@ async fn fill(
         read = stream.read_buf(buf) => Ok(read? > 0),
         () = deadline => Ok(false),
     }
-}
-
-fn put_field(out: &mut Vec<u8>, field: &httparse::Header<'_>) {
-    out.extend_from_slice(field.name.as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(field.value);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// A status code's three digits.
-fn status_text(code: u16) -> [u8; 3] {
-    let code = code.clamp(100, 999);
-    [b'0' + (code / 100) as u8, b'0' + (code / 10 % 10) as u8, b'0' + (code % 10) as u8]
 }
